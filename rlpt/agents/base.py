@@ -1,0 +1,325 @@
+"""The Agent protocol, typed agent configs, and checkpoints that round-trip the whole training state.
+
+An agent is built from a config dataclass: `IQLConfig(...).create(observation_space, action_space)`.
+It trains offline with `fit(dataset, n_steps)`, online with `learn(env, total_timesteps, offline=...)`,
+acts with `predict(obs)` (SB3's signature) and saves with `save(path)`; `rlpt.load(path)` rebuilds it.
+
+A checkpoint is a folder:
+- `agent.json`: agent class, config, spaces, rlpt version, counters (JSON);
+- `model.safetensors`: every network's weights (prefixed by module name) and normalizer arrays;
+- `training_state.pt`: optimizer states, RNG states, replay buffers (tensors and plain containers
+  only; loaded with `torch.load(weights_only=True)`, so it never unpickles code).
+It is written into a temp folder and renamed into place, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rlpt.errors import CheckpointError, ConfigError
+from rlpt.utils import resolve_device, to_jsonable
+
+#: A callback gets `(step, metrics)` after each logged step; returning False stops training (as in SB3).
+Callback = Callable[[int, dict[str, Any]], "bool | None"]
+
+AGENT_REGISTRY: dict[str, type[Agent]] = {}
+CONFIG_REGISTRY: dict[str, type[AgentConfig]] = {}
+
+
+def register_agent(name: str):
+    """Class decorator: make an Agent loadable by `rlpt.load` and nameable in recipes."""
+
+    def wrap(cls: type[Agent]) -> type[Agent]:
+        cls.agent_name = name
+        cls.config_class.agent_class = cls
+        AGENT_REGISTRY[name] = cls
+        CONFIG_REGISTRY[name] = cls.config_class
+        return cls
+
+    return wrap
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Base of every agent's config: a dataclass that serializes to plain dicts (YAML/JSON) and back."""
+
+    seed: int = 0
+
+    agent_class: ClassVar[type[Agent]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> AgentConfig:
+        """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
+        kwargs = {}
+        for k, v in data.items():
+            default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
+            if isinstance(default, tuple) and isinstance(v, list):
+                v = tuple(v)
+            kwargs[k] = v
+        return cls(**kwargs)
+
+    def replace(self, **changes) -> AgentConfig:
+        return dataclasses.replace(self, **changes)
+
+    def create(self, observation_space: gym.Space, action_space: gym.Space, device: str = "auto", **kwargs) -> Agent:
+        """Build the agent for these spaces (`device="auto"` uses CUDA when present)."""
+        return self.agent_class(self, observation_space, action_space, device=device, **kwargs)
+
+
+class Agent:
+    """Base class of rlpt agents. Subclasses set `config_class`, build nets in `__init__`, and implement
+    `_act` plus `fit` and/or `learn`. They list what a checkpoint holds through `modules()`,
+    `optimizers()` and `extra_state()`/`load_extra_state()`."""
+
+    agent_name: ClassVar[str] = "agent"
+    config_class: ClassVar[type[AgentConfig]] = AgentConfig
+
+    def __init__(self, config: AgentConfig, observation_space: gym.Space, action_space: gym.Space,
+                 device: str = "auto"):
+        if not isinstance(action_space, gym.spaces.Box):
+            raise ConfigError(f"{type(self).__name__} needs a Box action space, got {action_space}")
+        self.config = config
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.device = resolve_device(device)
+        self.step = 0  # offline gradient steps done so far; checkpoints carry it so resume continues from it
+        self.online_steps = 0  # online env steps done so far
+        self.rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+
+    # -------------------------------------------------------------- acting
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Map a batch of observations (B, *obs_shape) to actions (B, act_dim) in the env's action bounds."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """Actions for one observation or a batch (same leading shape as given)."""
+        obs_arr = np.asarray(obs)
+        single = obs_arr.shape == tuple(self.observation_space.shape)
+        batch = obs_arr[None] if single else obs_arr
+        t = torch.as_tensor(batch, device=self.device)
+        if t.dtype != torch.uint8:
+            t = t.float()
+        action = self._act(t, deterministic).cpu().numpy().astype(np.float32)
+        return action[0] if single else action
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3's signature: `(action, None)`."""
+        return self.act(observation, deterministic=deterministic), None
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.act(obs, deterministic=True)
+
+    # -------------------------------------------------------------- training (subclasses)
+    def fit(self, dataset, n_steps: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        """Run `n_steps` more offline gradient steps from the current state (`self.step` counts them all),
+        calling each callback with `(self.step, metrics)` every log interval; stop early if one returns False."""
+        raise NotImplementedError(f"{type(self).__name__} does not train offline")
+
+    def learn(self, env: gym.Env, total_timesteps: int, offline=None, mix_ratio: float = 0.5,
+              callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        """Run `total_timesteps` more env steps of online training (`self.online_steps` counts them all),
+        mixing `offline` data into each batch with weight `mix_ratio` where the algorithm supports it."""
+        raise NotImplementedError(f"{type(self).__name__} does not train online")
+
+    # -------------------------------------------------------------- checkpoint contents (subclasses)
+    def modules(self) -> dict[str, nn.Module]:
+        return {}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Tensors/arrays/plain containers beyond nets and optimizers (buffers, phase flags...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -------------------------------------------------------------- save / load
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a checkpoint folder atomically (temp folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            tensors = {}
+            for name, mod in self.modules().items():
+                for k, v in mod.state_dict().items():
+                    tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
+            save_file(tensors, str(tmp / "model.safetensors"))
+            state = {
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+                "extra": _to_torch_safe(self.extra_state()),
+                "rng": {"numpy": _to_torch_safe(self.rng.bit_generator.state), "torch": torch.get_rng_state(),
+                        "python": _to_torch_safe(random.getstate())},
+            }
+            torch.save(state, tmp / "training_state.pt")
+            meta = {"agent": self.agent_name, "config": self.config.to_dict(), "step": self.step,
+                    "online_steps": self.online_steps,
+                    "observation_space": _space_to_dict(self.observation_space),
+                    "action_space": _space_to_dict(self.action_space), "rlpt_version": _version()}
+            (tmp / "agent.json").write_text(json.dumps(meta, indent=2))
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    def load_state(self, path: str | os.PathLike, training_state: bool = True) -> None:
+        """Load weights (and optimizers, RNG, counters, buffers) from a checkpoint into this agent."""
+        path = Path(path)
+        meta = read_agent_meta(path)
+        tensors = load_file(str(path / "model.safetensors"))
+        for name, mod in self.modules().items():
+            prefix = f"{name}."
+            sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                mod.load_state_dict(sub)
+            except RuntimeError as e:
+                raise CheckpointError(f"{path}: weights for '{name}' do not fit this agent: {e}") from e
+        self.step = int(meta.get("step", 0))
+        self.online_steps = int(meta.get("online_steps", 0))
+        if training_state and (path / "training_state.pt").exists():
+            state = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
+            for k, opt in self.optimizers().items():
+                if k in state["optimizers"]:
+                    opt.load_state_dict(state["optimizers"][k])
+            self.load_extra_state(state.get("extra", {}))
+            rng = state.get("rng", {})
+            if "numpy" in rng:
+                self.rng.bit_generator.state = _from_torch_safe(rng["numpy"])
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "python" in rng:
+                random.setstate(_python_rng_state(_from_torch_safe(rng["python"])))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto", training_state: bool = True) -> Agent:
+        """Rebuild the agent saved at `path` (any registered agent class)."""
+        meta = read_agent_meta(Path(path))
+        agent_cls = AGENT_REGISTRY.get(meta["agent"])
+        if agent_cls is None:
+            raise CheckpointError(f"{path}: unknown agent '{meta['agent']}'; known: {sorted(AGENT_REGISTRY)}")
+        config = agent_cls.config_class.from_dict(meta["config"], source=str(Path(path) / "agent.json"))
+        agent = agent_cls(config, _space_from_dict(meta["observation_space"]),
+                          _space_from_dict(meta["action_space"]), device=device)
+        agent.load_state(path, training_state=training_state)
+        return agent
+
+
+def load(path: str | os.PathLike, device: str = "auto") -> Agent:
+    """Load any rlpt agent checkpoint (a folder written by `Agent.save`)."""
+    import rlpt.agents  # noqa: F401  (registers the built-in agents)
+
+    return Agent.load(path, device=device)
+
+
+def read_agent_meta(path: Path) -> dict[str, Any]:
+    f = path / "agent.json"
+    if not f.exists():
+        raise CheckpointError(f"{path} is not an rlpt agent checkpoint: {f.name} is missing")
+    if not (path / "model.safetensors").exists():
+        raise CheckpointError(f"{path}: model.safetensors is missing (incomplete checkpoint)")
+    return json.loads(f.read_text())
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("rlpt")
+    except Exception:
+        return "unknown"
+
+
+def _space_to_dict(space: gym.Space) -> dict[str, Any]:
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(),
+                "shape": list(space.shape), "dtype": str(space.dtype)}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    raise CheckpointError(f"cannot save an agent over a {type(space).__name__} space")
+
+
+def _space_from_dict(d: dict[str, Any]) -> gym.Space:
+    if d["type"] == "Box":
+        return gym.spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
+                              shape=tuple(d["shape"]), dtype=d["dtype"])
+    if d["type"] == "Discrete":
+        return gym.spaces.Discrete(d["n"])
+    raise CheckpointError(f"unknown space type {d['type']}")
+
+
+def _to_torch_safe(obj: Any) -> Any:
+    """Convert numpy arrays/scalars and tuples into what `torch.load(weights_only=True)` accepts."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == np.uint64:
+            return {"__u64__": obj.astype(np.int64).tolist()}
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _to_torch_safe(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_to_torch_safe(v) for v in obj]}
+    if isinstance(obj, list):
+        return [_to_torch_safe(v) for v in obj]
+    return obj
+
+
+def _from_torch_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tuple__"}:
+            return tuple(_from_torch_safe(v) for v in obj["__tuple__"])
+        if set(obj) == {"__u64__"}:
+            return np.array(obj["__u64__"], dtype=np.int64).astype(np.uint64)
+        return {k: _from_torch_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_torch_safe(v) for v in obj]
+    return obj
+
+
+def _python_rng_state(state: Any) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def tensor_to_numpy_tree(obj: Any) -> Any:
+    """Helper for `load_extra_state`: turn tensors back into numpy arrays, recursively."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: tensor_to_numpy_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [tensor_to_numpy_tree(v) for v in obj]
+    return obj

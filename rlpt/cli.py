@@ -1,0 +1,270 @@
+"""The `rlpt` command: `rlpt <noun> <verb>`. Run `rlpt --help` or `rlpt <noun> --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rlpt.errors import RlptError
+
+
+def data_dir() -> Path:
+    """Where `rlpt data make` writes by default: $RLPT_DATA_DIR, else ./data."""
+    return Path(os.environ.get("RLPT_DATA_DIR", "data"))
+
+
+def _print_json(obj) -> None:
+    from rlpt.utils import to_jsonable
+
+    print(json.dumps(to_jsonable(obj), indent=2))
+
+
+# ----------------------------------------------------------------------------- env
+def cmd_env_list(args) -> int:
+    from rlpt.envs import list_envs
+
+    for spec in list_envs():
+        print(f"{spec.name:<24} {spec.id:<28} {spec.description}")
+    return 0
+
+
+def cmd_env_check(args) -> int:
+    from rlpt.envs import check_env
+
+    video = args.video
+    if video is None and args.pixels:
+        video = str(Path("runs") / "env_check" / f"{args.spec.replace('/', '_')}.mp4")
+    report = check_env(args.spec, pixels=args.pixels, episodes=args.episodes, video_path=video,
+                       **({"image_size": args.image_size} if args.pixels else {}))
+    _print_json(report)
+    print(f"OK: {args.spec} passed gymnasium's and SB3's env checkers" + (f"; video: {video}" if video else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+def cmd_data_make(args) -> int:
+    from rlpt.data import save_d4rl
+    from rlpt.data.generate import make_dataset
+
+    out = Path(args.out) if args.out else data_dir() / f"{args.name}.hdf5"
+    if out.exists() and not args.force:
+        print(f"{out} exists; reusing it (pass --force to regenerate)")
+        return 0
+    t0 = time.time()
+    ds = make_dataset(args.name, size=args.size, seed=args.seed, images=args.images, quiet=args.quiet)
+    save_d4rl(ds, out)
+    print(f"wrote {out}: {len(ds)} transitions, {ds.num_episodes} episodes in {time.time() - t0:.1f}s")
+    return 0
+
+
+def dataset_info(path: str) -> dict:
+    from rlpt.data import dataset_normalized_score, load_d4rl
+
+    ds = load_d4rl(path, mmap=True)
+    info = {"file": str(path), "size_mb": round(os.path.getsize(path) / 2**20, 2), **ds.summary()}
+    returns = ds.episode_returns()
+    try:
+        scores = dataset_normalized_score(ds, returns)
+        info["normalized_score_mean"] = float(scores.mean())
+        info["normalized_score_std"] = float(scores.std())
+        info["ref_min_score"] = ds.metadata.get("ref_min_score")
+        info["ref_max_score"] = ds.metadata.get("ref_max_score")
+    except RlptError as e:
+        info["normalized_score_mean"] = None
+        info["normalized_score_note"] = str(e)
+    if "success" in ds.infos:
+        b = ds.episode_bounds()
+        info["success_rate"] = float(sum(ds.infos["success"][s:e].any() for s, e in zip(b.starts, b.ends,
+                                                                                       strict=True)) / len(b))
+    keep = ("name", "env_id", "kind", "seed", "rlpt_version", "content_hash", "generation_seconds")
+    info["metadata"] = {k: ds.metadata[k] for k in keep if k in ds.metadata}
+    return info
+
+
+def cmd_data_info(args) -> int:
+    info = dataset_info(args.file)
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"{info['file']}  ({info['size_mb']} MB)")
+    print(f"  transitions {info['transitions']:,}  episodes {info['episodes']:,}  "
+          f"obs {tuple(info['obs_shape'])}  act_dim {info['act_dim']}")
+    print(f"  terminals {info['terminals']:,}  timeouts {info['timeouts']:,}  "
+          f"mean episode length {info['episode_length_mean']:.1f}")
+    print(f"  return mean {info['return_mean']:.1f} ± {info['return_std']:.1f}  "
+          f"[min {info['return_min']:.1f}, max {info['return_max']:.1f}]")
+    if info.get("normalized_score_mean") is not None:
+        print(f"  normalized score {info['normalized_score_mean']:.1f} ± {info['normalized_score_std']:.1f}  "
+              f"(refs: random {info['ref_min_score']:.1f}, expert {info['ref_max_score']:.1f})")
+    else:
+        print(f"  normalized score: n/a ({info.get('normalized_score_note')})")
+    if "success_rate" in info:
+        print(f"  episode success rate {info['success_rate']:.2f}")
+    for k, v in info["metadata"].items():
+        print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_data_convert(args) -> int:
+    from rlpt.data import convert
+
+    out = convert(args.src, args.dst)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_train_behavior(args) -> int:
+    import torch
+
+    from rlpt.data.behavior import BEHAVIOR_DIR, train_behavior
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else BEHAVIOR_DIR / args.env
+    lines: list[str] = []
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        lines.append(msg)
+
+    train_behavior(args.env, args.steps, args.snapshot_every, out, seed=args.seed, log=log)
+    (out / "train.log").write_text("\n".join(lines) + "\n")
+    (out / "command.txt").write_text(
+        f"rlpt data train-behavior {args.env} --steps {args.steps} --snapshot-every {args.snapshot_every} "
+        f"--seed {args.seed}\n")
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    import rlpt
+    from rlpt.eval import evaluate
+
+    path = Path(args.path)
+    run_dir = path if (path / "config.yaml").exists() else None
+    ckpt = path
+    config = {}
+    if run_dir is not None:
+        from rlpt.runs import RunDir
+        from rlpt.utils import read_yaml
+
+        config = read_yaml(run_dir / "config.yaml") or {}
+        ckpt = run_dir / "final" if (run_dir / "final").exists() else RunDir.open(run_dir).latest_checkpoint()
+        if ckpt is None:
+            raise RlptError(f"{run_dir} holds no checkpoint to evaluate")
+    agent = rlpt.load(ckpt)
+    env = args.env or config.get("env")
+    if not env:
+        raise RlptError("which env? pass --env SPEC (the run's config names none)")
+    refs = tuple(config["ref_scores"]) if config.get("ref_scores") else None
+    video = args.video or (str(run_dir / "videos" / "eval.mp4") if run_dir is not None else None)
+    res = evaluate(agent, env, episodes=args.episodes, seed=args.seed, ref_scores=refs, video_path=video,
+                   env_options={"render_mode": "rgb_array"} if video else None)
+    _print_json({"checkpoint": str(ckpt), "env": env, **res.metrics(prefix=""), "video": res.video})
+    return 0
+
+
+# ----------------------------------------------------------------------------- quickstart
+def cmd_quickstart(args) -> int:
+    from rlpt.quickstart import quickstart
+
+    summary = quickstart(out_root=Path(args.out), data_root=data_dir(), quiet=args.quiet, seed=args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlpt", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    nouns = p.add_subparsers(dest="noun", required=True)
+
+    env = nouns.add_parser("env", help="list and check environments").add_subparsers(dest="verb", required=True)
+    e = env.add_parser("list", help="list the env specs in the envs/ catalog")
+    e.set_defaults(func=cmd_env_list)
+    e = env.add_parser("check", help="run gymnasium's and SB3's env checkers and a random episode (seconds)",
+                       description="Checks an env with gymnasium's and SB3's env checkers, rolls out a random "
+                                   "episode and, with --pixels, writes its video (default runs/env_check/).")
+    e.add_argument("spec", help="env spec, e.g. tabletop/push, mujoco/Hopper-v5, dmc/cheetah-run, hopper")
+    e.add_argument("--pixels", action="store_true", help="check pixel observations")
+    e.add_argument("--image-size", type=int, default=64)
+    e.add_argument("--episodes", type=int, default=1)
+    e.add_argument("--video", help="mp4 path for the first episode")
+    e.set_defaults(func=cmd_env_check)
+
+    data = nouns.add_parser("data", help="make, inspect and convert offline datasets").add_subparsers(
+        dest="verb", required=True)
+    d = data.add_parser("make", help="generate a dataset (locomotion: ~1-5 min; tabletop: ~1 min)",
+                        description="Generates a D4RL-layout HDF5 dataset with rlpt's committed behaviour "
+                                    "policies: <hopper|halfcheetah|walker2d>-<random|medium|expert|medium-replay|"
+                                    "medium-expert>-v5, or tabletop-<task>-<scripted|noisy>. Writes "
+                                    "$RLPT_DATA_DIR/<name>.hdf5 (default ./data).")
+    d.add_argument("name")
+    d.add_argument("--size", type=int, help="number of transitions (default: D4RL's size for the kind)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--images", action="store_true", help="tabletop: also store 64x64 camera frames")
+    d.add_argument("--out", help="output .hdf5 path")
+    d.add_argument("--force", action="store_true", help="regenerate even if the file exists")
+    d.set_defaults(func=cmd_data_make)
+    d = data.add_parser("info", help="print size, return distribution and normalized score of a dataset file")
+    d.add_argument("file")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_data_info)
+    d = data.add_parser("convert", help="convert between D4RL HDF5 (.hdf5) and Minari (dataset id or folder)")
+    d.add_argument("src")
+    d.add_argument("dst")
+    d.set_defaults(func=cmd_data_convert)
+    d = data.add_parser("train-behavior", help="train SAC behaviour policies for dataset generation (~20 min)",
+                        description="Trains SB3 SAC and saves actor snapshots plus a manifest (random/medium/"
+                                    "expert returns) into rlpt/data/behavior/<ENV>/ unless --out is given.")
+    d.add_argument("env", help="Gymnasium env id, e.g. Hopper-v5")
+    d.add_argument("--steps", type=int, default=60_000)
+    d.add_argument("--snapshot-every", type=int, default=5_000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=1)
+    d.add_argument("--out")
+    d.set_defaults(func=cmd_data_train_behavior)
+
+    ev = nouns.add_parser("eval", help="evaluate a run or checkpoint (seconds to minutes)",
+                          description="Evaluates the final (or latest) checkpoint of a run folder, or a checkpoint "
+                                      "folder, for N episodes; prints returns, normalized score, success rate and "
+                                      "writes a video of the first episode.")
+    ev.add_argument("path", help="run folder or checkpoint folder")
+    ev.add_argument("--env", help="env spec (default: the run's)")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=10_000)
+    ev.add_argument("--video")
+    ev.set_defaults(func=cmd_eval)
+
+    q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
+                         description="Makes (or reuses) a hopper dataset, then runs the pipeline end to end and "
+                                     "writes a report (summary.json, a learning-curve PNG, an mp4) under --out.")
+    q.add_argument("--out", default="runs")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ["RLPT_QUIET"] = "1"
+    try:
+        return int(args.func(args) or 0)
+    except RlptError as e:
+        if args.debug:
+            raise
+        print(f"rlpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlpt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Errors raised by rlpt. Every message names the file/key, what was expected and what was found."""
+
+from __future__ import annotations
+
+
+class RlptError(Exception):
+    """Base class of every error rlpt raises on purpose. The CLI prints these without a traceback."""
+
+
+class ConfigError(RlptError):
+    """A recipe, spec or override is malformed or names an unknown key."""
+
+
+class EnvSpecError(RlptError):
+    """An environment spec cannot be resolved or its options are invalid."""
+
+
+class DatasetError(RlptError):
+    """Base class of dataset problems."""
+
+
+class DatasetFileNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset file does not exist."""
+
+
+class DatasetKeyError(DatasetError, KeyError):
+    """A required key is missing from a dataset file."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetShapeError(DatasetError, ValueError):
+    """Arrays have mismatched lengths or shapes, or do not match an environment's spaces."""
+
+
+class DatasetDtypeError(DatasetError, TypeError):
+    """An array has a dtype that cannot represent the field (e.g. strings as observations)."""
+
+
+class DatasetValueError(DatasetError, ValueError):
+    """An array holds NaN or inf values, or values outside their valid range."""
+
+
+class CheckpointError(RlptError):
+    """A checkpoint is missing, incomplete or from an incompatible version."""
+
+
+class RunError(RlptError):
+    """A run folder is missing or cannot be resumed."""

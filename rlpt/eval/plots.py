@@ -1,0 +1,64 @@
+"""Learning-curve plots from a run's metrics (PNG, headless)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rlpt.runs import read_metrics
+
+
+def plot_learning_curve(run_path: str | os.PathLike, out: str | os.PathLike | None = None,
+                        keys: Sequence[str] = ("eval/normalized_score", "eval/return"),
+                        title: str | None = None) -> Path:
+    """Draw the first of `keys` present in the run against a global step axis, offline then online.
+
+    Rows carrying `online/step` are placed after the offline phase; a dashed line marks the switch.
+    Also drawn, when logged, is `ope/score` on a second axis. Returns the PNG path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_path)
+    key = next((k for k in keys if any(k in r for r in rows)), None)
+    if key is None:
+        raise ValueError(f"{run_path}: none of {list(keys)} was logged; cannot draw a learning curve")
+    offline_end = max((r["step"] for r in rows if "online/step" not in r), default=0)
+
+    def x_of(r: dict) -> float:
+        return offline_end + r["online/step"] if "online/step" in r else r["step"]
+
+    pts = sorted((x_of(r), r[key]) for r in rows if key in r and r[key] is not None)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    ax.plot(xs, ys, marker="o", ms=3, lw=1.5, label=key)
+    std_key = key + "_std"
+    stds = [r.get(std_key) for r in sorted(rows, key=x_of) if key in r and r[key] is not None]
+    if all(s is not None for s in stds) and stds:
+        s = np.array(stds, dtype=float)
+        ax.fill_between(xs, ys - s, ys + s, alpha=0.2)
+    if any("online/step" in r for r in rows):
+        ax.axvline(offline_end, ls="--", c="gray")
+        ax.text(offline_end, ax.get_ylim()[1], " online →", va="top", fontsize=8, color="gray")
+    ope = sorted((x_of(r), r["ope/score"]) for r in rows if r.get("ope/score") is not None)
+    if ope:
+        ax2 = ax.twinx()
+        ax2.plot([p[0] for p in ope], [p[1] for p in ope], c="tab:orange", alpha=0.6, lw=1, label="ope/score")
+        ax2.set_ylabel("OPE score", color="tab:orange")
+    ax.set_xlabel("offline gradient steps, then online env steps")
+    ax.set_ylabel(key)
+    ax.set_title(title or Path(run_path).name, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out) if out is not None else Path(run_path) / "plots" / "learning_curve.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,172 @@
+"""Run folders, metric logging (CSV, JSONL, TensorBoard), progress bars and atomic checkpoints.
+
+Layout (conventions.md): `runs/<recipe>__<env>__seed<k>__<timestamp>/` with `config.yaml`,
+`metrics.csv`, `metrics.jsonl`, `tb/` (TensorBoard events), `checkpoints/`, `videos/`, `plots/`,
+`summary.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rlpt.errors import RunError
+from rlpt.utils import to_jsonable, write_json, write_text_atomic, write_yaml
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def is_quiet(quiet: bool | None = None) -> bool:
+    """Progress bars are off under --quiet, in CI (CI env var) and when stderr is not a terminal."""
+    if quiet is not None:
+        return quiet
+    return bool(os.environ.get("RLPT_QUIET") or os.environ.get("CI")) or not sys.stderr.isatty()
+
+
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", quiet: bool | None = None,
+             initial: int = 0):
+    """A tqdm progress bar with rate and ETA, silent when quiet."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=is_quiet(quiet), initial=initial, dynamic_ncols=True,
+                smoothing=0.1)
+
+
+class RunDir:
+    """A run folder and the files in it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        for sub in ("checkpoints", "videos", "plots"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, recipe: str, env: str, seed: int) -> RunDir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(root) / f"{_slug(recipe)}__{_slug(env)}__seed{seed}__{stamp}"
+        path, k = base, 1
+        while path.exists():
+            path, k = Path(f"{base}-{k}"), k + 1
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunDir:
+        path = Path(path)
+        if not (path / "config.yaml").exists():
+            raise RunError(f"{path} is not an rlpt run folder: config.yaml is missing")
+        return cls(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    summary_path = property(lambda self: self.path / "summary.json")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    videos = property(lambda self: self.path / "videos")
+    plots = property(lambda self: self.path / "plots")
+
+    def write_config(self, config: dict) -> None:
+        write_yaml(self.config_path, config)
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_path, summary)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint (named by `latest`, else the highest step folder)."""
+        pointer = self.checkpoints / "latest"
+        if pointer.exists():
+            cand = self.checkpoints / pointer.read_text().strip()
+            if cand.exists():
+                return cand
+        steps = sorted(self.checkpoints.glob("step_*"), key=lambda p: p.name)
+        return steps[-1] if steps else None
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:09d}"
+
+    def mark_latest(self, ckpt: Path, keep: int = 3) -> None:
+        """Point `latest` at `ckpt` and keep only the newest `keep` step folders."""
+        write_text_atomic(self.checkpoints / "latest", ckpt.name + "\n")
+        steps = sorted(self.checkpoints.glob("step_*"), key=lambda p: p.name)
+        for old in steps[:-keep]:
+            if old != ckpt:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+class MetricsLogger:
+    """Append metrics to `metrics.jsonl`, `metrics.csv` (wide, one row per log call) and TensorBoard.
+
+    Every call is flushed to disk, so a crash loses nothing already logged. On resume, rows after the
+    resumed step are dropped so the files read as one continuous run.
+    """
+
+    def __init__(self, run: RunDir, tensorboard: bool = True, resume_from_step: int | None = None):
+        self.run = run
+        self.jsonl = run.path / "metrics.jsonl"
+        self.csv = run.path / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if self.jsonl.exists():
+            for line in self.jsonl.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if resume_from_step is None or row.get("step", 0) <= resume_from_step:
+                        self.rows.append(row)
+            write_text_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+        self.columns: list[str] = []
+        for r in self.rows:
+            self.columns += [k for k in r if k not in self.columns]
+        self._rewrite_csv()
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run.path / "tb"), purge_step=resume_from_step)
+            except ImportError:  # tensorboard is a core dependency, but never crash a run over it
+                self._tb = None
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        row = {"step": int(step), "time": time.time(), **to_jsonable(metrics)}
+        self.rows.append(row)
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        new = [k for k in row if k not in self.columns]
+        if new:
+            self.columns += new
+            self._rewrite_csv()
+        else:
+            with open(self.csv, "a", newline="") as f:
+                csv.DictWriter(f, self.columns).writerow(row)
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def _rewrite_csv(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, self.columns)
+        w.writeheader()
+        w.writerows(self.rows)
+        write_text_atomic(self.csv, buf.getvalue())
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All logged rows of a run, from metrics.jsonl."""
+    path = Path(run_path) / "metrics.jsonl"
+    if not path.exists():
+        raise RunError(f"{path} not found: is {run_path} an rlpt run folder?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
