@@ -55,7 +55,7 @@ def cmd_data_make(args) -> int:
         print(f"{out} exists; reusing it (pass --force to regenerate)")
         return 0
     t0 = time.time()
-    ds = make_dataset(args.name, size=args.size, seed=args.seed, images=args.images, quiet=args.quiet)
+    ds = make_dataset(args.name, size=args.size, seed=args.seed, images=args.images, quiet=args.quiet or None)
     save_d4rl(ds, out)
     print(f"wrote {out}: {len(ds)} transitions, {ds.num_episodes} episodes in {time.time() - t0:.1f}s")
     return 0
@@ -168,11 +168,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from rlpt.train import check_resumable, load_recipe, train
+
+    if args.resume:
+        check_resumable(args.resume)  # the run's saved recipe wins over the file and overrides
+    recipe = load_recipe(args.recipe, list(args.overrides))
+    summary = train(recipe, out_root=Path(args.out), data_root=data_dir(), resume=args.resume, quiet=args.quiet or None)
+    brief = {k: summary.get(k) for k in ("run", "offline_score", "online_score", "first_online_score", "ope",
+                                          "seconds", "plot", "video")}
+    print(json.dumps(brief, indent=2))
+    return 0
+
+
 # ----------------------------------------------------------------------------- quickstart
 def cmd_quickstart(args) -> int:
     from rlpt.quickstart import quickstart
 
-    summary = quickstart(out_root=Path(args.out), data_root=data_dir(), quiet=args.quiet, seed=args.seed)
+    summary = quickstart(out_root=Path(args.out), data_root=data_dir(), quiet=args.quiet or None, seed=args.seed)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -240,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=10_000)
     ev.add_argument("--video")
     ev.set_defaults(func=cmd_eval)
+
+    t = nouns.add_parser("train", help="run a recipe (agents/<agent>/<task>.yaml) into a run folder",
+                         description="Runs a recipe's offline then online phases, evaluating and checkpointing "
+                                     "every eval interval; writes runs/<recipe>__<env>__seed<k>__<time>/. Minutes "
+                                     "for CPU presets, hours for paper-scale recipes.")
+    t.add_argument("recipe", help="recipe file or catalog name, e.g. agents/unio4/hopper-medium-replay-cpu.yaml")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 config.lr=1e-4")
+    t.add_argument("--resume", metavar="RUN", help="continue a killed run from its last checkpoint")
+    t.add_argument("--out", default="runs")
+    t.set_defaults(func=cmd_train)
 
     q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
                          description="Makes (or reuses) a hopper dataset, then runs the pipeline end to end and "

@@ -15,6 +15,7 @@ committed under `rlpt/data/behavior/<env>/`, so datasets regenerate in minutes w
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,11 @@ from rlpt.nets import TanhGaussianActor
 from rlpt.utils import write_json
 
 BEHAVIOR_DIR = Path(__file__).resolve().parent / "behavior"
+
+
+def behavior_dir() -> Path:
+    """Where behaviour policies live: $RLPT_BEHAVIOR_DIR, else the committed `rlpt/data/behavior/`."""
+    return Path(os.environ.get("RLPT_BEHAVIOR_DIR", BEHAVIOR_DIR))
 
 
 @dataclass
@@ -172,8 +178,8 @@ def select_snapshots(env_id: str, snapshots: list[dict], random_return: float) -
             "medium_target_return": target, "replay_snapshots": replay, "all_snapshots": snapshots}
 
 
-def load_manifest(env_id: str, root: Path = BEHAVIOR_DIR) -> tuple[dict, Path]:
-    folder = root / env_id.replace("/", "_")
+def load_manifest(env_id: str, root: Path | None = None) -> tuple[dict, Path]:
+    folder = (root or behavior_dir()) / env_id.replace("/", "_")
     path = folder / "manifest.json"
     if not path.exists():
         raise CheckpointError(

@@ -1,0 +1,316 @@
+"""`rlpt train RECIPE [key=value ...] [--resume RUN]`: run any recipe into a run folder.
+
+A recipe (YAML, `agents/<agent>/<task>.yaml`) names the agent, its config, the env, the dataset and
+the offline/online budgets. Training runs in chunks of `eval_interval` steps; after each chunk the
+agent is evaluated, metrics are logged and a checkpoint is written atomically, so a killed run
+resumes from its last chunk with `--resume RUN_FOLDER`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rlpt.errors import ConfigError, RunError
+from rlpt.utils import read_yaml, repo_root
+
+
+@dataclass
+class Recipe:
+    """What `rlpt train` runs. `config` holds the agent config's fields."""
+
+    agent: str
+    env: str
+    config: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None  # a dataset name for `rlpt data make`, or a path to a D4RL-layout file
+    dataset_size: int | None = None  # when the dataset is made here
+    offline_steps: int | str = 0  # "auto": the agent's own offline schedule length
+    online_steps: int = 0
+    mix_ratio: float | None = 0.5
+    seed: int = 0
+    eval_interval: int = 5000  # offline gradient steps between evaluations/checkpoints
+    online_eval_interval: int = 5000  # online env steps between evaluations/checkpoints
+    eval_episodes: int = 5
+    name: str = "recipe"
+    source: str = ""  # where the hyperparameters come from (paper table, or "CPU preset")
+    env_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Recipe:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ConfigError(f"{where}: unknown recipe key(s) {unknown}; valid keys: {sorted(fields)}")
+        for req in ("agent", "env"):
+            if req not in data:
+                raise ConfigError(f"{where}: recipe key '{req}' is required")
+        return cls(**data)
+
+
+def recipes_dir() -> Path:
+    root = repo_root()
+    if root is not None and (root / "agents").is_dir():
+        return root / "agents"
+    return Path(__file__).resolve().parent / "catalog" / "agents"
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A recipe path, or a catalog name like `unio4/hopper-medium-replay-cpu`."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    cand = recipes_dir() / (name_or_path if name_or_path.endswith(".yaml") else name_or_path + ".yaml")
+    if cand.exists():
+        return cand
+    known = sorted(str(q.relative_to(recipes_dir()))[:-5] for q in recipes_dir().glob("*/*.yaml"))
+    raise ConfigError(f"recipe '{name_or_path}' not found (neither a file nor in {recipes_dir()}); known: {known}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
+    """Apply `key=value` overrides; dotted keys reach into nested dicts (`config.lr=1e-4`)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{where}: override '{key}': '{p}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
+    path = find_recipe(name_or_path)
+    data = read_yaml(path) or {}
+    data.setdefault("name", f"{path.parent.name}-{path.stem}")
+    return Recipe.from_dict(apply_overrides(data, list(overrides), str(path)), str(path))
+
+
+def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
+    from rlpt.data import load_d4rl, save_d4rl
+    from rlpt.data.generate import make_dataset, parse_name
+
+    if recipe.dataset is None:
+        return None
+    path = Path(recipe.dataset)
+    if path.suffix in (".hdf5", ".h5") or path.exists():
+        return load_d4rl(path)
+    parse_name(recipe.dataset)  # clear error for unknown names
+    suffix = f"-n{recipe.dataset_size}" if recipe.dataset_size else ""
+    path = data_root / f"{recipe.dataset}{suffix}.hdf5"
+    if not path.exists():
+        print(f"making dataset {recipe.dataset} -> {path}")
+        save_d4rl(make_dataset(recipe.dataset, size=recipe.dataset_size, seed=0, quiet=quiet), path)
+    return load_d4rl(path)
+
+
+def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Path("data"),
+          resume: str | Path | None = None, quiet: bool | None = None,
+          on_eval: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Run a recipe end to end (offline phase, then online phase) and return its summary."""
+    import torch
+
+    import rlpt.agents  # noqa: F401  (registers agents)
+    from rlpt.agents.base import AGENT_REGISTRY, Agent
+    from rlpt.envs import make_env
+    from rlpt.eval import evaluate, plot_learning_curve
+    from rlpt.runs import MetricsLogger, RunDir, progress
+    from rlpt.utils import set_seed
+
+    if recipe.agent not in AGENT_REGISTRY:
+        raise ConfigError(f"unknown agent '{recipe.agent}'; known agents: {sorted(AGENT_REGISTRY)}")
+    set_seed(recipe.seed)
+    t_start = time.time()
+    if resume is not None:
+        run = RunDir.open(resume)
+        saved = read_yaml(run.config_path)
+        if saved.get("recipe") != dataclasses.asdict(recipe):
+            recipe = Recipe.from_dict(saved["recipe"], str(run.config_path))
+    else:
+        run = RunDir.create(out_root, recipe.name, recipe.env, recipe.seed)
+
+    dataset = _load_dataset(recipe, data_root, quiet)
+    env = make_env(recipe.env, seed=recipe.seed, **recipe.env_options)
+    eval_env_spec = recipe.env
+    ref_scores = None
+    if dataset is not None:
+        dataset.check_spaces(env.observation_space, env.action_space)
+        if "ref_min_score" in dataset.metadata and "ref_max_score" in dataset.metadata:
+            ref_scores = (float(dataset.metadata["ref_min_score"]), float(dataset.metadata["ref_max_score"]))
+
+    agent_cls = AGENT_REGISTRY[recipe.agent]
+    ckpt = run.latest_checkpoint() if resume is not None else None
+    if ckpt is not None:
+        agent = Agent.load(ckpt)
+        print(f"resumed {run.path} from {ckpt.name} (offline step {agent.step}, online step {agent.online_steps})")
+    else:
+        if resume is not None:
+            print(f"{run.path} holds no checkpoint yet; starting it from scratch")
+        config = agent_cls.config_class.from_dict({"seed": recipe.seed, **recipe.config}, source=recipe.name)
+        agent = config.create(env.observation_space, env.action_space)
+        if dataset is not None and hasattr(agent, "set_dataset_stats"):
+            agent.set_dataset_stats(dataset)
+    offline_total = recipe.offline_steps
+    if offline_total == "auto":
+        offline_total = int(getattr(agent, "offline_total_steps", 0))
+    offline_total = int(offline_total)
+    if offline_total and dataset is None:
+        raise ConfigError(f"{recipe.name}: offline_steps={offline_total} needs a dataset")
+    run.write_config({"recipe": dataclasses.asdict(recipe), "agent_config": agent.config.to_dict(),
+                      "env": recipe.env, "ref_scores": list(ref_scores) if ref_scores else None,
+                      "offline_total_steps": offline_total, "device": str(agent.device),
+                      "torch_threads": torch.get_num_threads()})
+    logger = MetricsLogger(run, resume_from_step=agent.step + agent.online_steps if ckpt is not None else None)
+
+    def do_eval(phase: str) -> dict[str, float]:
+        res = evaluate(agent, eval_env_spec, recipe.eval_episodes, seed=10_000 + recipe.seed,
+                       ref_scores=ref_scores, env_options=recipe.env_options)
+        m = {**res.metrics(), "phase": phase}
+        if on_eval is not None:
+            on_eval(m)
+        return m
+
+    def checkpoint() -> None:
+        path = agent.save(run.checkpoint_dir(agent.step + agent.online_steps))
+        run.mark_latest(path)
+
+    evals: dict[str, list[dict]] = {"offline": [], "online": []}
+    stop = {"flag": False}
+
+    # ---------------------------------------------------------------- offline phase
+    if agent.step < offline_total:
+        with progress(total=offline_total, initial=agent.step, desc=f"{recipe.agent} offline", quiet=quiet) as bar:
+            def offline_cb(step: int, metrics: dict) -> bool:
+                logger.log(step, metrics)
+                bar.n = min(step, offline_total)
+                bar.refresh()
+                return not stop["flag"]
+
+            while agent.step < offline_total:
+                chunk = min(recipe.eval_interval, offline_total - agent.step)
+                agent.fit(dataset, n_steps=chunk, callbacks=[offline_cb])
+                m = do_eval("offline")
+                logger.log(agent.step, m)
+                evals["offline"].append({"step": agent.step, **m})
+                bar.set_postfix(ret=f"{m['eval/return']:.0f}")
+                checkpoint()
+    offline_eval = do_eval("offline") if offline_total and not evals["offline"] else None
+    if offline_eval:
+        evals["offline"].append({"step": agent.step, **offline_eval})
+
+    # ---------------------------------------------------------------- online phase
+    if agent.online_steps < recipe.online_steps:
+        with progress(total=recipe.online_steps, initial=agent.online_steps, desc=f"{recipe.agent} online",
+                      quiet=quiet) as bar:
+            def online_cb(step: int, metrics: dict) -> bool:
+                logger.log(offline_total + step, {**metrics, "online/step": step})
+                bar.n = min(step, recipe.online_steps)
+                bar.refresh()
+                return True
+
+            first = True
+            while agent.online_steps < recipe.online_steps:
+                chunk = min(recipe.online_eval_interval, recipe.online_steps - agent.online_steps)
+                if first and agent.online_steps == 0 and offline_total:
+                    # an evaluation right at the switch, before any online update
+                    m = do_eval("online")
+                    logger.log(offline_total, {**m, "online/step": 0})
+                    evals["online"].append({"online_step": 0, **m})
+                first = False
+                agent.learn(env, total_timesteps=chunk, offline=dataset, mix_ratio=recipe.mix_ratio,
+                            callbacks=[online_cb])
+                m = do_eval("online")
+                logger.log(offline_total + agent.online_steps, {**m, "online/step": agent.online_steps})
+                evals["online"].append({"online_step": agent.online_steps, **m})
+                checkpoint()
+
+    # ---------------------------------------------------------------- report
+    final = agent.save(run.path / "final")
+    video = evaluate(agent, eval_env_spec, 1, seed=20_000 + recipe.seed, ref_scores=ref_scores,
+                     video_path=run.videos / "final.mp4",
+                     env_options={**recipe.env_options, "render_mode": "rgb_array"}).video
+    plot = None
+    try:
+        plot = str(plot_learning_curve(run.path, title=f"{recipe.name} (seed {recipe.seed})"))
+    except ValueError:
+        pass
+    logger.close()
+    summary = summarize(recipe, agent, evals, ref_scores)
+    summary.update(run=str(run.path), final_checkpoint=str(final), video=video, plot=plot,
+                   seconds=round(time.time() - t_start, 1))
+    run.write_summary(summary)
+    env.close()
+    return summary
+
+
+def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -> dict[str, Any]:
+    def score(m: dict | None) -> float | None:
+        if m is None:
+            return None
+        return m.get("eval/normalized_score", m.get("eval/return"))
+
+    off = evals["offline"][-1] if evals["offline"] else None
+    on = evals["online"][-1] if evals["online"] else None
+    out: dict[str, Any] = {
+        "recipe": recipe.name, "agent": recipe.agent, "env": recipe.env, "seed": recipe.seed,
+        "score_metric": "eval/normalized_score" if ref_scores else "eval/return", "ref_scores": ref_scores,
+        "offline_score": score(off), "offline_return": off["eval/return"] if off else None,
+        "online_score": score(on), "online_return": on["eval/return"] if on else None,
+        "offline_steps": agent.step, "online_steps": agent.online_steps,
+        "evaluations": evals,
+    }
+    first_online = evals["online"][0] if evals["online"] else None
+    if first_online is not None and off is not None:
+        out["first_online_score"] = score(first_online)
+    history = getattr(agent, "ope_history", None)
+    if history:
+        out["ope"] = ope_report(history)
+    return out
+
+
+def ope_report(history: list[dict]) -> dict[str, Any]:
+    """Spearman correlation between OPE scores and true returns over the iterates that have both."""
+    pairs = [(h["ope_score"], h["true_return"]) for h in history
+             if h.get("true_return") is not None and h.get("ope_score") is not None]
+    rep: dict[str, Any] = {"iterates": len(history), "with_true_return": len(pairs)}
+    if len(pairs) >= 3:
+        a, b = np.array(pairs).T
+        rep["spearman"] = spearman(a, b)
+    return rep
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):
+            m = x == v
+            r[m] = r[m].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def check_resumable(path: str | Path) -> Path:
+    p = Path(path)
+    if not (p / "config.yaml").exists():
+        raise RunError(f"--resume {p}: not a run folder (config.yaml missing)")
+    return p
