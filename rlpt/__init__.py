@@ -13,11 +13,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "auto"):
-    """Load any rlpt agent checkpoint folder (see `rlpt.agents.base`)."""
+def load(path, device: str = "auto", **kwargs):
+    """Load any rlpt agent checkpoint folder (see `rlpt.agents.base`); kwargs (e.g. `encoder=`) go to the
+    agent's constructor."""
     from rlpt.agents.base import load as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, **kwargs)
 
 
 def __getattr__(name: str):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -188,6 +189,9 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         run.mark_latest(path)
 
     evals: dict[str, list[dict]] = {"offline": [], "online": []}
+    fit_kwargs: dict[str, Any] = {}
+    if "eval_env" in inspect.signature(agent.fit).parameters:  # agents that report/select with an env
+        fit_kwargs["eval_env"] = make_env(eval_env_spec, seed=recipe.seed + 1, **recipe.env_options)
     stop = {"flag": False}
 
     # ---------------------------------------------------------------- offline phase
@@ -201,7 +205,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
 
             while agent.step < offline_total:
                 chunk = min(recipe.eval_interval, offline_total - agent.step)
-                agent.fit(dataset, n_steps=chunk, callbacks=[offline_cb])
+                agent.fit(dataset, n_steps=chunk, callbacks=[offline_cb], **fit_kwargs)
                 m = do_eval("offline")
                 logger.log(agent.step, m)
                 evals["offline"].append({"step": agent.step, **m})
@@ -281,11 +285,14 @@ def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -
     return out
 
 
-def ope_report(history: list[dict]) -> dict[str, Any]:
-    """Spearman correlation between OPE scores and true returns over the iterates that have both."""
-    pairs = [(h["ope_score"], h["true_return"]) for h in history
-             if h.get("true_return") is not None and h.get("ope_score") is not None]
-    rep: dict[str, Any] = {"iterates": len(history), "with_true_return": len(pairs)}
+def ope_report(history: list[list[float]]) -> dict[str, Any]:
+    """Spearman correlation between OPE scores and true returns over the iterates that have both.
+
+    `history` rows are `[step, member, ope_score, accepted, true_return]` (true_return NaN when not measured).
+    """
+    pairs = [(h[2], h[4]) for h in history if len(h) >= 5 and np.isfinite(h[2]) and np.isfinite(h[4])]
+    rep: dict[str, Any] = {"iterates": len(history), "with_true_return": len(pairs),
+                           "pairs": [[float(a), float(b)] for a, b in pairs]}
     if len(pairs) >= 3:
         a, b = np.array(pairs).T
         rep["spearman"] = spearman(a, b)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,12 +23,6 @@ from rlpt.errors import EnvSpecError
 SPECS = ["mujoco/Hopper-v5", "dmc/cheetah-run", "dmc/walker-walk"]
 STATE_DIMS = {"mujoco/Hopper-v5": 11, "dmc/cheetah-run": 17, "dmc/walker-walk": 24}
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _has_tabletop() -> bool:
-    return importlib.util.find_spec("rlpt.envs.tabletop") is not None and (
-        REPO / "rlpt" / "envs" / "tabletop" / "__init__.py"
-    ).exists()
 
 
 def _actions(env: gym.Env, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -305,8 +298,6 @@ def test_catalog_lists_every_spec_file():
 @pytest.mark.parametrize("path", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_catalog_spec_makes_its_env(path):
     spec = load_env_spec(path)
-    if spec.id.startswith("tabletop/") and not _has_tabletop():
-        pytest.skip("rlpt.envs.tabletop is not available yet")
     for env_spec in (spec.name, str(path)):
         env = make_env(env_spec, seed=0)
         obs, _ = env.reset()
@@ -337,7 +328,6 @@ def test_spec_file_options_apply_and_explicit_arguments_win(tmp_path, monkeypatc
     assert isinstance(load_env_spec(tmp_path / "stacked.yaml"), EnvSpec)
 
 
-@pytest.mark.skipif(not _has_tabletop(), reason="rlpt.envs.tabletop is not available yet")
 def test_tabletop_through_make_env():
     env = make_env("tabletop/reach", pixels=True, image_size=32, seed=0)
     obs, _ = env.reset()
@@ -365,8 +355,6 @@ def test_tabletop_through_make_env():
     ],
 )
 def test_unknown_specs_raise_with_hints(spec, hint):
-    if spec == "tabletop/fly" and not _has_tabletop():
-        pytest.skip("rlpt.envs.tabletop is not available yet")
     with pytest.raises(EnvSpecError, match=hint.replace("/", "/")):
         make_env(spec)
 

@@ -180,8 +180,8 @@ class Agent:
             torch.save(state, tmp / "training_state.pt")
             meta = {"agent": self.agent_name, "config": self.config.to_dict(), "step": self.step,
                     "online_steps": self.online_steps,
-                    "observation_space": _space_to_dict(self.observation_space),
-                    "action_space": _space_to_dict(self.action_space), "rlpt_version": _version()}
+                    "observation_space": space_to_dict(self.observation_space),
+                    "action_space": space_to_dict(self.action_space), "rlpt_version": _version()}
             (tmp / "agent.json").write_text(json.dumps(meta, indent=2))
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
@@ -224,24 +224,25 @@ class Agent:
                 random.setstate(_python_rng_state(_from_torch_safe(rng["python"])))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", training_state: bool = True) -> Agent:
-        """Rebuild the agent saved at `path` (any registered agent class)."""
+    def load(cls, path: str | os.PathLike, device: str = "auto", training_state: bool = True, **kwargs) -> Agent:
+        """Rebuild the agent saved at `path` (any registered agent class). Extra keyword arguments go to the
+        agent's constructor, e.g. `encoder=` for image agents (its weights come from the checkpoint)."""
         meta = read_agent_meta(Path(path))
         agent_cls = AGENT_REGISTRY.get(meta["agent"])
         if agent_cls is None:
             raise CheckpointError(f"{path}: unknown agent '{meta['agent']}'; known: {sorted(AGENT_REGISTRY)}")
         config = agent_cls.config_class.from_dict(meta["config"], source=str(Path(path) / "agent.json"))
-        agent = agent_cls(config, _space_from_dict(meta["observation_space"]),
-                          _space_from_dict(meta["action_space"]), device=device)
+        agent = agent_cls(config, space_from_dict(meta["observation_space"]),
+                          space_from_dict(meta["action_space"]), device=device, **kwargs)
         agent.load_state(path, training_state=training_state)
         return agent
 
 
-def load(path: str | os.PathLike, device: str = "auto") -> Agent:
-    """Load any rlpt agent checkpoint (a folder written by `Agent.save`)."""
+def load(path: str | os.PathLike, device: str = "auto", **kwargs) -> Agent:
+    """Load any rlpt agent checkpoint (a folder written by `Agent.save`); kwargs go to the constructor."""
     import rlpt.agents  # noqa: F401  (registers the built-in agents)
 
-    return Agent.load(path, device=device)
+    return Agent.load(path, device=device, **kwargs)
 
 
 def read_agent_meta(path: Path) -> dict[str, Any]:
@@ -262,7 +263,7 @@ def _version() -> str:
         return "unknown"
 
 
-def _space_to_dict(space: gym.Space) -> dict[str, Any]:
+def space_to_dict(space: gym.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Box):
         return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(),
                 "shape": list(space.shape), "dtype": str(space.dtype)}
@@ -271,7 +272,7 @@ def _space_to_dict(space: gym.Space) -> dict[str, Any]:
     raise CheckpointError(f"cannot save an agent over a {type(space).__name__} space")
 
 
-def _space_from_dict(d: dict[str, Any]) -> gym.Space:
+def space_from_dict(d: dict[str, Any]) -> gym.Space:
     if d["type"] == "Box":
         return gym.spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]),
                               shape=tuple(d["shape"]), dtype=d["dtype"])

@@ -1,0 +1,252 @@
+"""Implicit Q-Learning (Kostrikov, Nair & Levine, ICLR 2022), offline and offline-to-online.
+
+Each gradient step, on a batch (s, a, r, s', d):
+1. V(s) regresses an upper expectile of the target twin Q:   L_V = E[|tau - 1(u<0)| u^2],  u = min Q_targ(s,a) - V(s)
+2. each Q regresses the one-step backup through V:           L_Q = E[(Q_k(s,a) - (r + gamma (1-d) V(s')))^2]
+3. the actor is advantage-weighted BC:                        L_pi = E[min(exp(beta u), 100) * bc_loss(pi, s, a)]
+4. Polyak update of the target Q.
+No action outside the dataset is ever queried, so V/Q stay in-distribution.
+
+Defaults follow CORL (`algorithms/offline/iql.py`): expectile 0.7, beta 3.0, gamma 0.99, tau 0.005, Adam 3e-4,
+batch 256, 2x256 nets, Gaussian actor. Online fine-tuning (`learn`) collects with the stochastic actor, one
+update per env step; `mix_ratio=None` samples uniformly over offline + online data (CORL appends online
+transitions to the offline buffer), a number takes that fraction of each batch from the offline data.
+
+    agent = IQLConfig(normalize_reward=True).create(env.observation_space, env.action_space)
+    agent.fit(dataset, n_steps=1_000_000)
+    agent.learn(env, total_timesteps=1_000_000, offline=dataset, mix_ratio=None)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent, tensor_to_numpy_tree
+from rlpt.agents.bc import PolicyNet
+from rlpt.agents.common import (
+    EpisodeCollector,
+    action_bounds,
+    from_unit,
+    generator_for,
+    return_range_scale,
+    run_callbacks,
+    training_view,
+)
+from rlpt.data.buffers import MixedBuffer, ReplayBuffer
+from rlpt.data.dataset import Dataset
+from rlpt.errors import ConfigError
+from rlpt.nets.critics import QEnsemble, ValueNet, expectile_loss, soft_update
+from rlpt.nets.normalizer import ObsNormalizer
+
+
+@dataclasses.dataclass
+class IQLConfig(AgentConfig):
+    """IQL hyperparameters (CORL defaults)."""
+
+    expectile: float = 0.7  # tau of the V expectile loss (AntMaze: 0.9)
+    temperature: float = 3.0  # beta: advantage weight exp(beta * A) (AntMaze: 10)
+    adv_clip: float = 100.0  # upper clip of exp(beta * A)
+    discount: float = 0.99
+    tau: float = 0.005  # Polyak rate of the target Q
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4  # Q and V
+    actor_lr_decay_steps: int | None = None  # cosine-decay the actor lr to 0 over this many gradient steps (CORL: 1e6)
+    batch_size: int = 256
+    hidden: tuple[int, ...] = (256, 256)  # actor, Q and V
+    actor: str = "gaussian"  # "gaussian" (log-likelihood) or "deterministic" (MSE)
+    exploration_noise: float = 0.1  # std of online exploration noise for a deterministic actor
+    normalize_obs: bool = True  # statistics frozen from the first dataset seen
+    normalize_reward: bool = False  # scale rewards by 1000 / (max - min episode return) (CORL locomotion)
+    reward_scale: float = 1.0  # then r * scale + bias (CORL AntMaze: bias -1)
+    reward_bias: float = 0.0
+    buffer_size: int = 1_000_000  # online replay capacity
+    learning_starts: int = 0  # online env steps before updates start (uniform random actions without offline data)
+    utd_ratio: int = 1  # gradient updates per online env step
+    log_interval: int = 1000  # gradient steps (fit) / env steps (learn) between callback calls
+
+
+@register_agent("iql")
+class IQL(Agent):
+    config_class = IQLConfig
+    config: IQLConfig
+
+    def __init__(self, config: IQLConfig, observation_space: gym.Space, action_space: gym.Space,
+                 device: str = "auto"):
+        super().__init__(config, observation_space, action_space, device)
+        if config.actor not in ("gaussian", "deterministic"):
+            raise ConfigError(f"IQLConfig.actor must be 'gaussian' or 'deterministic', got {config.actor!r}")
+        if not 0.0 < config.expectile < 1.0:
+            raise ConfigError(f"IQLConfig.expectile must be in (0, 1), got {config.expectile}")
+        self.obs_dim, self.act_dim = int(np.prod(observation_space.shape)), int(action_space.shape[0])
+        self.low, self.high = action_bounds(action_space)
+        self.low_t = torch.as_tensor(self.low, device=self.device)
+        self.high_t = torch.as_tensor(self.high, device=self.device)
+
+        self.obs_norm = ObsNormalizer(tuple(observation_space.shape)).to(self.device)
+        self.actor = PolicyNet(self.obs_dim, self.act_dim, config.hidden, config.actor == "gaussian").to(self.device)
+        self.qf = QEnsemble(self.obs_dim, self.act_dim, config.hidden, n=2).to(self.device)
+        self.qf_target = copy.deepcopy(self.qf).requires_grad_(False)
+        self.vf = ValueNet(self.obs_dim, config.hidden).to(self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.qf_opt = torch.optim.Adam(self.qf.parameters(), lr=config.critic_lr)
+        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=config.critic_lr)
+
+        self.gen = generator_for(self.device, config.seed)  # exploration noise
+        self.stats_ready = False  # obs statistics and reward scale frozen?
+        self.reward_factor = config.reward_scale  # multiplies raw rewards (normalize_reward folds its scale in)
+        self.buffer: ReplayBuffer | None = None  # online transitions
+        self._data: tuple[Dataset, Dataset] | None = None
+
+    # -------------------------------------------------------------- acting
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return from_unit(self._unit_action(obs.flatten(1), deterministic), self.low_t, self.high_t)
+
+    def _unit_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        obs = self.obs_norm(obs)
+        if deterministic:
+            return self.actor(obs)
+        return self.actor.sample(obs, self.gen, noise=self.config.exploration_noise)
+
+    # -------------------------------------------------------------- data
+    def _freeze_stats(self, dataset: Dataset | None) -> None:
+        if self.stats_ready:
+            return
+        if dataset is not None:
+            if self.config.normalize_obs:
+                s = dataset.stats()
+                self.obs_norm.set_stats(s["obs_mean"], s["obs_std"])
+            if self.config.normalize_reward:
+                self.reward_factor = self.config.reward_scale * return_range_scale(dataset)
+        elif self.config.normalize_reward:
+            raise ConfigError("IQLConfig.normalize_reward needs a dataset: call fit(dataset) or pass offline=")
+        self.stats_ready = True
+
+    def _prepare(self, dataset: Dataset) -> Dataset:
+        """The training view of `dataset` (unit actions, transformed rewards), cached per dataset."""
+        dataset.check_spaces(self.observation_space, self.action_space)
+        self._freeze_stats(dataset)
+        if self._data is None or self._data[0] is not dataset:
+            view = training_view(dataset, self.low, self.high, self.reward_factor, self.config.reward_bias)
+            self._data = (dataset, view)
+        return self._data[1]
+
+    def _transform_reward(self, r: float) -> float:
+        return r * self.reward_factor + self.config.reward_bias
+
+    # -------------------------------------------------------------- one gradient step
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.config
+        obs = self.obs_norm(batch["observations"].flatten(1))  # (B, obs_dim)
+        next_obs = self.obs_norm(batch["next_observations"].flatten(1))
+        actions, rewards, terminals = batch["actions"], batch["rewards"], batch["terminals"]  # (B, A), (B,), (B,)
+
+        # 1. V: expectile regression toward min_k Q_targ(s, a)
+        with torch.no_grad():
+            target_q = self.qf_target(obs, actions).min(0).values  # (B,)
+            next_v = self.vf(next_obs)  # (B,) before the V step, as CORL does
+        v = self.vf(obs)  # (B,)
+        adv = target_q - v  # (B,)
+        v_loss = expectile_loss(adv, cfg.expectile)
+        self.vf_opt.zero_grad()
+        v_loss.backward()
+        self.vf_opt.step()
+
+        # 2. Q: one-step backup through V(s')
+        y = rewards + cfg.discount * (1.0 - terminals) * next_v  # (B,)
+        qs = self.qf(obs, actions)  # (2, B)
+        q_loss = (qs - y).pow(2).mean(1).sum() / qs.shape[0]
+        self.qf_opt.zero_grad()
+        q_loss.backward()
+        self.qf_opt.step()
+        soft_update(self.qf_target, self.qf, cfg.tau)
+
+        # 3. actor: advantage-weighted behaviour cloning
+        weights = torch.exp(cfg.temperature * adv.detach()).clamp(max=cfg.adv_clip)  # (B,)
+        actor_loss = (weights * self.actor.bc_loss(obs, actions)).mean()
+        if cfg.actor_lr_decay_steps:
+            frac = min(self.step / cfg.actor_lr_decay_steps, 1.0)
+            for g in self.actor_opt.param_groups:
+                g["lr"] = cfg.actor_lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        self.step += 1
+        return {"train/v_loss": v_loss.item(), "train/q_loss": q_loss.item(), "train/actor_loss": actor_loss.item(),
+                "train/v_mean": v.mean().item(), "train/q_mean": qs.mean().item(),
+                "train/adv_mean": adv.mean().item(), "train/weight_mean": weights.mean().item()}
+
+    # -------------------------------------------------------------- offline
+    def fit(self, dataset: Dataset, n_steps: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        data = self._prepare(dataset)
+        metrics: dict[str, Any] = {}
+        for _ in range(n_steps):
+            metrics = self.update(data.sample(self.config.batch_size, rng=self.rng, device=self.device))
+            if self.step % self.config.log_interval == 0 and not run_callbacks(callbacks, self.step, metrics):
+                break
+        return metrics
+
+    # -------------------------------------------------------------- online
+    def learn(self, env: gym.Env, total_timesteps: int, offline: Dataset | None = None,
+              mix_ratio: float | None = 0.5, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        cfg = self.config
+        data = self._prepare(offline) if offline is not None else None
+        self._freeze_stats(None)
+        if self.buffer is None:
+            self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.observation_space.shape), self.act_dim,
+                                       gamma=cfg.discount)
+        self.buffer.end_episode()  # an episode left open by an earlier call ends here (the env is reset)
+        source = MixedBuffer(self.buffer, data, mix_ratio) if data is not None else self.buffer
+        collector = EpisodeCollector(env, self.buffer, self.low, self.high, self._transform_reward,
+                                     seed=cfg.seed + self.online_steps)
+        metrics: dict[str, Any] = {}
+        for _ in range(total_timesteps):
+            if data is None and self.online_steps < cfg.learning_starts:
+                unit_action = self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    obs_t = torch.as_tensor(np.asarray(collector.obs, np.float32), device=self.device)[None]
+                    unit_action = self._unit_action(obs_t.flatten(1), deterministic=False)[0].cpu().numpy()
+            collector.step(unit_action)
+            self.online_steps += 1
+            if self.online_steps >= cfg.learning_starts and (data is not None or len(self.buffer) > 0):
+                for _ in range(cfg.utd_ratio):
+                    metrics = self.update(source.sample(cfg.batch_size, rng=self.rng, device=self.device))
+            if self.online_steps % cfg.log_interval == 0:
+                metrics = {**metrics, **collector.pop_metrics(), "online/buffer_size": len(self.buffer)}
+                if not run_callbacks(callbacks, self.online_steps, metrics):
+                    break
+        return metrics
+
+    # -------------------------------------------------------------- checkpoint
+    def modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "qf": self.qf, "qf_target": self.qf_target, "vf": self.vf,
+                "obs_norm": self.obs_norm}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor": self.actor_opt, "qf": self.qf_opt, "vf": self.vf_opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"torch_generator": self.gen.get_state(), "stats_ready": self.stats_ready,
+                "reward_factor": self.reward_factor,
+                "buffer": self.buffer.state_dict() if self.buffer is not None else None}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "torch_generator" in state:
+            self.gen.set_state(state["torch_generator"])
+        self.stats_ready = bool(state.get("stats_ready", self.stats_ready))
+        self.reward_factor = float(state.get("reward_factor", self.reward_factor))
+        if state.get("buffer") is not None:
+            buf = tensor_to_numpy_tree(state["buffer"])
+            self.buffer = ReplayBuffer(int(buf["capacity"]), tuple(self.observation_space.shape), self.act_dim,
+                                       gamma=float(buf["gamma"]))
+            self.buffer.load_state_dict(buf)

@@ -1,0 +1,759 @@
+"""Uni-O4 (Lei et al., ICLR 2024): one on-policy objective offline and online.
+
+Offline, four phases run one after another over one cumulative gradient-step counter (`agent.step`), so
+`fit(dataset, n_steps)` can be called in chunks and resumed from any checkpoint:
+
+1. critics   IQL-style twin Q and V on the dataset (expectile loss on V, TD loss on Q through V);
+2. dynamics  a probabilistic dynamics ensemble (elites by held-out loss), used only for evaluation;
+3. bc        an ensemble of N Gaussian BC policies with a disagreement ("diversity") term;
+4. improve   BPPO per member: the clipped PPO objective with advantages `min(Q1,Q2)(s,a) - V(s)`,
+             `a ~ reference policy`; every `ope_interval` steps each member is scored by AM-Q (rollouts in
+             the learned dynamics, scored by the fixed offline Q) and its reference ("old") policy is replaced
+             by the current one only when the score beats the best so far (`accept_candidate`).
+
+At the end, the member whose reference policy has the best OPE score becomes `agent.actor` (chosen by OPE,
+not by env return unless `select_by_env_return`). Online, `learn` runs plain PPO from that actor (its
+state-dependent std kept) with the offline V as the critic's initialisation and the dataset's observation
+normalisation frozen.
+
+    agent = UniO4Config(termination_fn="hopper").create(env.observation_space, env.action_space)
+    agent.fit(dataset, n_steps=agent.offline_total_steps)
+    agent.learn(env, total_timesteps=100_000)
+
+Deviations from the original code (`Lei-Kun/Uni-O4`), each on purpose:
+- dynamics training runs `dynamics_steps` minibatch steps and keeps each member's best-holdout snapshot
+  instead of epoch-based early stopping (same effect, fits the step schedule);
+- the policy handed online is the best member's *reference* policy (the best-OPE iterate), where the
+  original hands over a last iterate picked among the top-3 by real-env return;
+- critics use the dataset's true terminals (timeouts bootstrap), the original treats timeouts as terminal;
+- the online actor keeps the offline log-std parametrisation exactly (the original re-squashes it);
+- `online_reward_scale` is a constant; the offline V is rescaled by it exactly instead of being re-fitted.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
+from rlpt.agents.common import action_bounds, from_unit, generator_for, run_callbacks, training_view
+from rlpt.data.dataset import Dataset
+from rlpt.errors import ConfigError, DatasetShapeError
+from rlpt.nets.critics import QEnsemble, ValueNet, expectile_loss, soft_update
+from rlpt.nets.dynamics import DynamicsEnsemble, TerminationFn, get_termination_fn
+from rlpt.nets.normalizer import ObsNormalizer
+from rlpt.nets.policies import GaussianPolicy, PolicyEnsemble
+
+PHASES = ("critic", "dynamics", "bc", "improve")
+
+
+# ============================================================================================== config
+@dataclasses.dataclass
+class UniO4Config(AgentConfig):
+    """Uni-O4 hyperparameters. `[paper]` = the official code's default (D4RL locomotion), `[ours]` = chosen here.
+    Paper step counts are GPU-scale; CPU recipes shrink the `*_steps` fields and `ope_horizon`."""
+
+    # --- offline schedule: gradient steps per phase, run in this order
+    critic_steps: int = 2_000_000  # [paper] v_steps
+    dynamics_steps: int = 100_000  # [ours] the original trains by epochs until the holdout stops improving
+    bc_steps: int = 400_000  # [paper]
+    improve_steps: int = 10_000  # [paper] bppo_steps
+    batch_size: int = 512  # [paper] critics, BC and BPPO
+    gamma: float = 0.99  # [paper]
+    state_norm: bool = True  # [paper] is_state_norm in all locomotion scripts; frozen online
+    log_interval: int = 1000  # [ours] steps between callback calls (OPE evaluations are always reported)
+    # --- IQL critics
+    q_hidden: tuple[int, ...] = (1024, 1024)  # [paper]
+    v_hidden: tuple[int, ...] = (512, 512, 512)  # [paper]
+    critic_lr: float = 1e-4  # [paper]
+    expectile: float = 0.7  # [paper] omega (AntMaze 0.9)
+    tau: float = 0.005  # [paper] Polyak rate
+    target_update_interval: int = 2  # [paper]
+    # --- BC ensemble
+    ensemble_size: int = 4  # [paper] num_policies
+    policy_hidden: tuple[int, ...] = (256, 256, 256)  # [paper] bc_depth=3, bc_hidden_dim=256
+    policy_activation: str = "relu"  # [paper] (tanh for halfcheetah-m/mr)
+    bc_lr: float = 1e-4  # [paper]
+    diversity: str = "heuristic"  # [paper] kl_type: "heuristic" (code default), "kl" (='distribution'), "none"
+    alpha_bc: float = 0.1  # [paper]
+    # --- dynamics ensemble (OPE only)
+    dynamics_ensemble_size: int = 7  # [paper]
+    dynamics_elites: int = 5  # [paper]
+    dynamics_hidden: tuple[int, ...] = (200, 200, 200, 200)  # [paper] gym
+    dynamics_lr: float = 1e-3  # [paper] gym
+    dynamics_batch_size: int = 256  # [paper]
+    dynamics_holdout_frac: float = 0.2  # [paper] min(20%, 1000)
+    dynamics_max_holdout: int = 1000  # [paper]
+    dynamics_eval_interval: int = 1000  # [ours] steps between holdout evaluations
+    termination_fn: str = "none"  # [paper] per task: "hopper", "walker2d", "halfcheetah", "none"
+    # --- offline policy improvement (BPPO) and OPE
+    improve_lr: float = 1e-4  # [paper] bppo_lr, decayed linearly to 0 over improve_steps
+    clip_ratio: float = 0.25  # [paper]
+    clip_decay_steps: int = 200  # [paper] clip decays linearly for this many steps, then stays
+    entropy_coef: float = 0.0  # [paper] entropy_weight
+    max_grad_norm: float = 0.5  # [paper]
+    improve_clip_action: bool = False  # [paper] is_clip_action (Adroit only)
+    ope_interval: int = 100  # [paper] eval_step
+    ope_start_states: int = 512  # [paper]
+    ope_horizon: int = 1000  # [paper] rollout_step (locomotion); 50-200 AntMaze, 5-100 Adroit
+    select_by_env_return: bool = False  # [ours] if True, `fit` needs eval_env: best env return among top-k by OPE
+    select_top_k: int = 3  # [paper] top-3 members by OPE are the candidates when selecting by env return
+    eval_episodes: int = 10  # [paper]
+    report_true_returns: bool = False  # [ours] also measure each OPE-scored iterate's env return with fit's
+    #   eval_env, for the OPE-vs-truth correlation report only; selection never sees it
+    report_episodes: int = 3  # [ours] episodes per iterate when report_true_returns
+    # --- online PPO
+    online_rollout_steps: int = 2048  # [paper]
+    online_minibatch: int = 128  # [paper]
+    online_epochs: int = 10  # [paper] scripts: hopper 5-10, hc 10-30, walker 20-30 (main.py default 30)
+    online_actor_lr: float = 2e-5  # [paper] lr_a
+    online_critic_lr: float = 2e-4  # [paper] lr_c
+    online_gae_lambda: float = 0.95  # [paper]
+    online_clip: float = 0.05  # [paper] also the value-clipping range
+    online_entropy_coef: float = 0.01  # [paper]
+    online_max_grad_norm: float = 0.5  # [paper]
+    online_adam_eps: float = 1e-5  # [paper]
+    online_lr_decay_steps: int = 3_000_000  # [paper] max_train_steps (linear decay to 0)
+    online_reward_scale: float = 1.0  # [ours] constant; the original uses "number" (x0.1) or "dynamic" per task
+    # --- image observations
+    freeze_encoder: bool = True  # [ours] a trainable encoder learns from the Q loss offline and V loss online
+
+    @property
+    def offline_total_steps(self) -> int:
+        return self.critic_steps + self.dynamics_steps + self.bc_steps + self.improve_steps
+
+    def phase_lengths(self) -> tuple[int, ...]:
+        return (self.critic_steps, self.dynamics_steps, self.bc_steps, self.improve_steps)
+
+
+# ============================================================================================== losses
+def diversity_bc_losses(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor, alpha: float,
+                        kind: str = "heuristic") -> torch.Tensor:
+    """Per-member BC loss with Uni-O4's disagreement term: (N,) from mean/log_std (N, B, A), actions (B, A).
+
+    - "none":      L_i = -log pi_i(a|s)
+    - "heuristic": L_i = -log pi_i(a|s) - alpha * (log pi_i(a|s) - sg[max_{j!=i} log pi_j(a|s)])
+                   (the original code's default). The max is detached, so the gradient is exactly
+                   (1 + alpha) times plain BC's: a constant rescale that Adam all but cancels.
+    - "kl":        L_i = -log pi_i(a|s) - alpha * KL(pi_i(.|s) || sg[pi_j*(.|s)]), j* = argmax_{j!=i} log pi_j(a|s)
+                   (the original's kl_type='distribution'): member i is pushed away from the other member that
+                   best explains the data action.
+    """
+    n = mean.shape[0]
+    dist = Normal(mean, log_std.exp())
+    logp = dist.log_prob(actions.unsqueeze(0)).sum(-1)  # (N, B)
+    bc = -logp.mean(1)  # (N,)
+    if kind == "none" or n == 1 or alpha == 0.0:
+        return bc
+    others = logp.detach().unsqueeze(0).expand(n, n, -1).clone()  # (N_i, N_j, B): log pi_j for row i
+    others[torch.arange(n), torch.arange(n)] = -torch.inf  # exclude j == i
+    best_other, j_star = others.max(1)  # (N, B) each
+    if kind == "heuristic":
+        return bc - alpha * (logp - best_other).mean(1)
+    if kind == "kl":
+        batch = torch.arange(mean.shape[1], device=mean.device)
+        other_mean = mean.detach()[j_star, batch]  # (N, B, A)
+        other_std = log_std.detach().exp()[j_star, batch]
+        kl = kl_divergence(dist, Normal(other_mean, other_std)).sum(-1)  # (N, B)
+        return bc - alpha * kl.mean(1)
+    raise ConfigError(f"UniO4Config.diversity must be 'heuristic', 'kl' or 'none', got {kind!r}")
+
+
+def accept_candidate(candidate: nn.Module, reference: nn.Module, candidate_score: float, best_score: float) -> bool:
+    """Uni-O4's acceptance rule (§1.7): if the candidate's OPE score beats the best score so far, the reference
+    (PPO anchor) becomes a copy of the candidate and True is returned; otherwise nothing changes (the rejected
+    candidate keeps training against the old reference). NaN/inf scores are never accepted."""
+    if not math.isfinite(candidate_score) or not candidate_score > best_score:
+        return False
+    reference.load_state_dict(candidate.state_dict())
+    return True
+
+
+@torch.no_grad()
+def amq_score(policy: GaussianPolicy, dynamics: DynamicsEnsemble, q_net: QEnsemble, start_states: torch.Tensor,
+              horizon: int, features, termination_fn: TerminationFn,
+              generator: torch.Generator | None = None) -> float:
+    """AM-Q: roll the policy's mean action through the learned dynamics from `start_states` (B, D) for up to
+    `horizon` steps and average the fixed offline `min(Q1, Q2)(s_t, a_t)` over every visited (s_t, a_t).
+    Rollouts stop at a predicted termination (or a non-finite state); `features` maps dynamics states to the
+    policy's/critic's input."""
+    states = start_states
+    total, count = 0.0, 0
+    for _ in range(horizon):
+        x = features(states)  # (b, F)
+        action = policy(x)[0]  # (b, A): the mean, in (-1, 1)
+        total += q_net(x, action).min(0).values.sum().item()
+        count += states.shape[0]
+        states, _, done = dynamics.step(states, action, termination_fn, generator)
+        alive = ~done & torch.isfinite(states).all(-1)
+        states = states[alive]
+        if states.shape[0] == 0:
+            break
+    return total / max(count, 1)
+
+
+# ============================================================================================== agent
+@register_agent("unio4")
+class UniO4(Agent):
+    config_class = UniO4Config
+    config: UniO4Config
+
+    def __init__(self, config: UniO4Config, observation_space: gym.Space, action_space: gym.Space,
+                 device: str = "auto", encoder: nn.Module | None = None):
+        super().__init__(config, observation_space, action_space, device)
+        if config.diversity not in ("heuristic", "kl", "none"):
+            raise ConfigError(f"UniO4Config.diversity must be 'heuristic', 'kl' or 'none', got {config.diversity!r}")
+        if config.ensemble_size < 1:
+            raise ConfigError(f"UniO4Config.ensemble_size must be >= 1, got {config.ensemble_size}")
+        if min(config.phase_lengths()) < 0:
+            raise ConfigError(f"UniO4Config phase steps must be >= 0, got {config.phase_lengths()}")
+        obs_shape = tuple(observation_space.shape or ())
+        is_image = np.dtype(observation_space.dtype) == np.uint8 and len(obs_shape) >= 3
+        if is_image and encoder is None:
+            raise ConfigError(f"UniO4 on image observations {obs_shape} needs a pretrained encoder: "
+                              "config.create(obs_space, act_space, encoder=enc)")
+        self.low, self.high = action_bounds(action_space)
+        self.low_t = torch.as_tensor(self.low, device=self.device)
+        self.high_t = torch.as_tensor(self.high, device=self.device)
+        act_dim = int(action_space.shape[0])
+
+        # Observations -> "dynamics state" (raw flat state, or encoder features) -> normalised features.
+        self.encoder = encoder.to(self.device) if encoder is not None else None
+        if self.encoder is not None:
+            if not hasattr(self.encoder, "out_dim"):
+                raise ConfigError("UniO4: encoder must have an integer `out_dim` attribute")
+            if config.freeze_encoder:
+                self.encoder.requires_grad_(False).eval()
+            feat_dim = int(self.encoder.out_dim)
+        else:
+            feat_dim = int(np.prod(obs_shape))
+        self.normalizer = ObsNormalizer((feat_dim,)).to(self.device)  # identity until dataset stats are set
+        self.termination_fn = get_termination_fn(config.termination_fn)
+
+        # Offline nets.
+        self.q = QEnsemble(feat_dim, act_dim, config.q_hidden, n=2).to(self.device)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.v = ValueNet(feat_dim, config.v_hidden).to(self.device)
+        self.policies = PolicyEnsemble(config.ensemble_size, feat_dim, act_dim, config.policy_hidden,
+                                       config.policy_activation).to(self.device)
+        self.ref_policies = copy.deepcopy(self.policies).requires_grad_(False)  # BPPO anchors ("old" policies)
+        self.dynamics = DynamicsEnsemble(feat_dim, act_dim, config.dynamics_ensemble_size, config.dynamics_elites,
+                                         config.dynamics_hidden).to(self.device)
+        self.dynamics_best = copy.deepcopy(self.dynamics).requires_grad_(False)  # best-holdout snapshot per member
+        # Online nets: filled from the offline ones at hand-off.
+        self.actor = GaussianPolicy(feat_dim, act_dim, config.policy_hidden, config.policy_activation).to(self.device)
+        self.online_v = ValueNet(feat_dim, config.v_hidden).to(self.device)
+
+        encoder_params = [] if self.encoder is None or config.freeze_encoder else list(self.encoder.parameters())
+        self.q_opt = torch.optim.Adam([*self.q.parameters(), *encoder_params], lr=config.critic_lr)
+        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=config.critic_lr)
+        self.dyn_opt = torch.optim.Adam(self.dynamics.parameters(), lr=config.dynamics_lr)
+        self.bc_opt = torch.optim.Adam(self.policies.parameters(), lr=config.bc_lr)
+        self.improve_opt = torch.optim.Adam(self.policies.parameters(), lr=config.improve_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.online_actor_lr,
+                                          eps=config.online_adam_eps)
+        self.online_v_opt = torch.optim.Adam([*self.online_v.parameters(), *encoder_params],
+                                             lr=config.online_critic_lr, eps=config.online_adam_eps)
+
+        self.gen = generator_for(self.device, config.seed)
+        self.stats_ready = False
+        self.best_ope = [-math.inf] * config.ensemble_size  # best AM-Q score of each member's reference
+        # [step, member, score, accepted, true_return (nan unless report_true_returns)] per evaluated iterate
+        self.ope_history: list[list[float]] = []
+        self.selected = -1  # member handed to the online phase
+        self.handed_off = False
+        self._eval_env: gym.Env | None = None  # set by fit(); reporting and select_by_env_return only
+        self._data: tuple[Dataset, Dataset, np.ndarray, np.ndarray] | None = None  # source, view, train, holdout
+        self._online: dict[str, Any] | None = None  # live env state between `learn` calls (not checkpointed)
+
+    @property
+    def offline_total_steps(self) -> int:
+        return self.config.offline_total_steps
+
+    def phase(self, step: int | None = None) -> tuple[str, int, int]:
+        """(phase name, step within the phase, phase length) at cumulative offline `step` ("done" at the end)."""
+        step = self.step if step is None else step
+        for name, length in zip(PHASES, self.config.phase_lengths(), strict=True):
+            if step < length:
+                return name, step, length
+            step -= length
+        return "done", step, 0
+
+    # ------------------------------------------------------------------------------------------ features
+    def _encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations (B, *obs_shape) -> dynamics states (B, D): the flat state, or encoder features."""
+        if self.encoder is None:
+            return obs.flatten(1).float()
+        x = obs
+        if x.dim() == 5:  # frame stack (B, k, H, W, C) -> (B, k*C, H, W)
+            b, k, h, w, c = x.shape
+            x = x.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w)
+        elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):  # (B, H, W, C)
+            x = x.permute(0, 3, 1, 2)
+        if self.config.freeze_encoder:
+            with torch.no_grad():
+                return self.encoder(x).float()
+        return self.encoder(x).float()
+
+    def _features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations -> the (normalised) input of policies and critics, (B, F)."""
+        return self.normalizer(self._encode(obs))
+
+    def _encode_chunked(self, obs: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self._encode(obs[i:i + chunk]) for i in range(0, len(obs), chunk)])
+
+    # ------------------------------------------------------------------------------------------ acting
+    def acting_policy(self) -> GaussianPolicy:
+        """The online actor after hand-off; before it, the best-OPE reference member (or BC member 0)."""
+        if self.handed_off:
+            return self.actor
+        if max(self.best_ope) > -math.inf:
+            return self.ref_policies[int(np.argmax(self.best_ope))]
+        return self.policies[0]
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        unit, _ = self.acting_policy().sample(self._features(obs), deterministic, self.gen)
+        return from_unit(unit, self.low_t, self.high_t)  # clips to [-1, 1] first
+
+    # ------------------------------------------------------------------------------------------ data
+    def _prepare(self, dataset: Dataset) -> tuple[Dataset, np.ndarray, np.ndarray]:
+        """Check the dataset, freeze normalisation on first use, and split a fixed dynamics holdout."""
+        if self._data is not None and self._data[0] is dataset:
+            return self._data[1:]
+        dataset.check_spaces(self.observation_space, self.action_space)
+        view = training_view(dataset, self.low, self.high, 1.0, 0.0)  # actions in [-1, 1]
+        tidx = view.transition_indices()
+        dyn_idx = tidx
+        if dataset.next_observations is None:  # a terminal row has no successor state to learn dynamics from
+            dyn_idx = tidx[~dataset.terminals[tidx]]
+        if len(dyn_idx) < 2:
+            raise DatasetShapeError(f"{dataset.source}: UniO4 needs at least 2 transitions with a known next "
+                                    f"observation, got {len(dyn_idx)}")
+        if not self.stats_ready:
+            if self.config.state_norm and self.encoder is None:
+                s = dataset.stats()
+                self.normalizer.set_stats(s["obs_mean"].reshape(-1), s["obs_std"].reshape(-1))
+            self.stats_ready = True
+        perm = np.random.default_rng(self.config.seed + 7919).permutation(dyn_idx)  # fixed across resumes
+        n_hold = max(1, min(int(self.config.dynamics_holdout_frac * len(perm)), self.config.dynamics_max_holdout))
+        self._data = (dataset, view, perm[n_hold:], perm[:n_hold])
+        return self._data[1:]
+
+    def _batch(self, data: Dataset, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        return data.batch(idx, device=self.device)
+
+    # ------------------------------------------------------------------------------------------ fit
+    def fit(self, dataset: Dataset, n_steps: int, callbacks: Sequence[Callback] = (),
+            eval_env: gym.Env | None = None) -> dict[str, Any]:
+        """Run `n_steps` more offline steps through the phase schedule (stops at `offline_total_steps`).
+        `eval_env` is used only when `select_by_env_return` is set (to pick the hand-off policy) or, for
+        reporting, when `report_true_returns` is set (true returns beside OPE scores in `ope_history`)."""
+        self._eval_env = eval_env
+        if self.config.select_by_env_return and eval_env is None:
+            raise ConfigError("UniO4Config.select_by_env_return=True needs fit(..., eval_env=env)")
+        if self.online_steps > 0 and self.phase()[0] != "done":
+            raise ConfigError(f"UniO4.fit: the offline schedule is unfinished (step {self.step} of "
+                              f"{self.offline_total_steps}) but online fine-tuning has already started")
+        data, train_idx, hold_idx = self._prepare(dataset)
+        metrics: dict[str, Any] = {}  # latest value of every metric (returned)
+        pending: dict[str, Any] = {}  # metrics since the last callback call
+        t0, s0 = time.perf_counter(), self.step
+        for _ in range(n_steps):
+            name, k, length = self.phase()
+            if name == "done":
+                break
+            if k == 0:
+                pending.update(self._begin_phase(name, data, train_idx))
+            update = {"critic": self._critic_update, "dynamics": self._dynamics_update, "bc": self._bc_update,
+                      "improve": self._improve_update}[name]
+            m = update(data, train_idx, hold_idx, k)
+            self.step += 1
+            if k == length - 1:
+                m.update(self._end_phase(name, data, hold_idx, eval_env))
+            pending.update(m)
+            if self.step % self.config.log_interval == 0 or "ope/score" in m or self.phase()[0] == "done":
+                pending.update({"train/phase": PHASES.index(name),
+                                "perf/sps": (self.step - s0) / max(time.perf_counter() - t0, 1e-9)})
+                metrics.update(pending)
+                keep_going = run_callbacks(callbacks, self.step, pending)
+                pending = {}
+                if not keep_going:
+                    break
+        metrics.update(pending)
+        return metrics
+
+    def _begin_phase(self, name: str, data: Dataset, train_idx: np.ndarray) -> dict[str, Any]:
+        if name == "dynamics":  # standardise dynamics inputs with (a sample of) the training data
+            idx = train_idx[: min(len(train_idx), 20_000)]
+            b = self._batch(data, idx)
+            inputs = torch.cat([self._encode_chunked(b["observations"]), b["actions"]], -1)
+            self.dynamics.set_input_stats(inputs)
+            self.dynamics_best.load_state_dict(self.dynamics.state_dict())
+            self.dynamics_best.holdout_loss.fill_(math.inf)
+        if name == "improve":  # every member starts from its BC policy, anchored at itself
+            self.ref_policies.load_state_dict(self.policies.state_dict())
+            return self._evaluate_members(data, self.step)
+        return {}
+
+    def _end_phase(self, name: str, data: Dataset, hold_idx: np.ndarray, eval_env: gym.Env | None) -> dict[str, Any]:
+        if name == "dynamics":  # restore each member's best-holdout weights, then pick the elites
+            self._dynamics_holdout(data, hold_idx)
+            self.dynamics.load_state_dict(self.dynamics_best.state_dict())
+            elites = self.dynamics.select_elites(self.dynamics_best.holdout_loss.clone())
+            return {"train/dynamics_elite_holdout_mse": self.dynamics.holdout_loss[elites].mean().item()}
+        if name == "improve":
+            out = {}
+            if self.config.improve_steps % self.config.ope_interval != 0:  # score the last iterates too
+                out = self._evaluate_members(data, self.step)
+            out.update(self._select_and_hand_off(eval_env))
+            return out
+        return {}
+
+    # ------------------------------------------------------------------------------------------ phase 1: critics
+    def _critic_update(self, data: Dataset, train_idx: np.ndarray, hold_idx: np.ndarray, k: int) -> dict[str, Any]:
+        cfg = self.config
+        b = data.sample(cfg.batch_size, rng=self.rng, device=self.device)
+        obs = self._features(b["observations"])  # (B, F); carries encoder gradients when it is trained
+        with torch.no_grad():
+            next_obs = self._features(b["next_observations"])
+            q_targ = self.q_target(obs, b["actions"]).min(0).values  # (B,)
+            td_target = b["rewards"] + cfg.gamma * (1.0 - b["terminals"]) * self.v(next_obs)  # (B,)
+        v_loss = expectile_loss(q_targ - self.v(obs.detach()), cfg.expectile)
+        self.v_opt.zero_grad()
+        v_loss.backward()
+        self.v_opt.step()
+        q = self.q(obs, b["actions"])  # (2, B)
+        q_loss = (q - td_target).pow(2).mean(1).sum()
+        self.q_opt.zero_grad()
+        q_loss.backward()
+        self.q_opt.step()
+        if (k + 1) % cfg.target_update_interval == 0:
+            soft_update(self.q_target, self.q, cfg.tau)
+        return {"train/critic_v_loss": v_loss.item(), "train/critic_q_loss": q_loss.item(),
+                "train/q_mean": q.mean().item()}
+
+    # ------------------------------------------------------------------------------------------ phase 2: dynamics
+    def _dynamics_update(self, data: Dataset, train_idx: np.ndarray, hold_idx: np.ndarray, k: int) -> dict[str, Any]:
+        cfg = self.config
+        e, bs = cfg.dynamics_ensemble_size, cfg.dynamics_batch_size
+        idx = train_idx[self.rng.integers(0, len(train_idx), size=e * bs)]  # one bootstrap batch per member
+        b = self._batch(data, idx)
+        obs = self._encode_chunked(b["observations"]).view(e, bs, -1)  # (E, b, D)
+        next_obs = self._encode_chunked(b["next_observations"]).view(e, bs, -1)
+        loss = self.dynamics.loss(obs, b["actions"].view(e, bs, -1), next_obs, b["rewards"].view(e, bs))
+        self.dyn_opt.zero_grad()
+        loss.backward()
+        self.dyn_opt.step()
+        out = {"train/dynamics_loss": loss.item()}
+        if (k + 1) % cfg.dynamics_eval_interval == 0:
+            out.update(self._dynamics_holdout(data, hold_idx))
+        return out
+
+    @torch.no_grad()
+    def _dynamics_holdout(self, data: Dataset, hold_idx: np.ndarray) -> dict[str, Any]:
+        """Score every member on the holdout; snapshot those that improved by more than 1% (MBPO's rule)."""
+        b = self._batch(data, hold_idx)
+        loss = self.dynamics.validation_loss(self._encode_chunked(b["observations"]), b["actions"],
+                                             self._encode_chunked(b["next_observations"]), b["rewards"])  # (E,)
+        improved = loss < self.dynamics_best.holdout_loss * 0.99
+        self.dynamics_best.copy_members_from(self.dynamics, improved)
+        self.dynamics_best.holdout_loss.copy_(torch.where(improved, loss, self.dynamics_best.holdout_loss))
+        return {"train/dynamics_holdout_mse": loss.mean().item()}
+
+    # ------------------------------------------------------------------------------------------ phase 3: BC ensemble
+    def _bc_update(self, data: Dataset, train_idx: np.ndarray, hold_idx: np.ndarray, k: int) -> dict[str, Any]:
+        cfg = self.config
+        b = data.sample(cfg.batch_size, rng=self.rng, device=self.device)
+        obs = self._features(b["observations"]).detach()  # (B, F); every member sees the same batch
+        mean, log_std = self.policies(obs)  # (N, B, A) each
+        losses = diversity_bc_losses(mean, log_std, b["actions"], cfg.alpha_bc, cfg.diversity)  # (N,)
+        self.bc_opt.zero_grad()
+        losses.sum().backward()
+        self.bc_opt.step()
+        return {"train/bc_loss": losses.mean().item(), "train/bc_std": log_std.exp().mean().item()}
+
+    # ------------------------------------------------------------------------------------------ phase 4: BPPO + OPE
+    def _improve_update(self, data: Dataset, train_idx: np.ndarray, hold_idx: np.ndarray, k: int) -> dict[str, Any]:
+        cfg = self.config
+        n = cfg.ensemble_size
+        lr = cfg.improve_lr * (1.0 - k / cfg.improve_steps)  # linear decay to 0
+        for g in self.improve_opt.param_groups:
+            g["lr"] = lr
+        clip = cfg.clip_ratio * (1.0 - min(k, cfg.clip_decay_steps) / cfg.improve_steps)
+        b = data.sample(cfg.batch_size, rng=self.rng, device=self.device)
+        obs = self._features(b["observations"]).detach()  # (B, F)
+        bsz, act_dim = obs.shape[0], self.actor.act_dim
+        with torch.no_grad():
+            ref_mean, ref_log_std = self.ref_policies(obs)  # (N, B, A)
+            noise = torch.randn(ref_mean.shape, generator=self.gen, device=self.device)
+            action = ref_mean + ref_log_std.exp() * noise  # a ~ pi_ref(.|s)
+            if cfg.improve_clip_action:
+                action = action.clamp(-1.0, 1.0)
+            logp_ref = Normal(ref_mean, ref_log_std.exp()).log_prob(action).sum(-1)  # (N, B)
+            obs_rep = obs.unsqueeze(0).expand(n, -1, -1).reshape(n * bsz, -1)
+            q = self.q(obs_rep, action.reshape(n * bsz, act_dim)).min(0).values.view(n, bsz)
+            adv = q - self.v(obs).unsqueeze(0)  # (N, B)
+            adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
+        mean, log_std = self.policies(obs)
+        dist = Normal(mean, log_std.exp())
+        ratio = (dist.log_prob(action).sum(-1) - logp_ref).exp()  # (N, B)
+        surrogate = torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
+        losses = -(surrogate + cfg.entropy_coef * dist.entropy().sum(-1)).mean(1)  # (N,)
+        self.improve_opt.zero_grad()
+        losses.sum().backward()
+        for member in self.policies.members:
+            nn.utils.clip_grad_norm_(member.parameters(), cfg.max_grad_norm)
+        self.improve_opt.step()
+        out = {"train/improve_loss": losses.mean().item(), "train/improve_clip": clip, "train/improve_lr": lr,
+               "train/improve_ratio_dev": (ratio - 1).abs().mean().item()}
+        if (k + 1) % cfg.ope_interval == 0:
+            out.update(self._evaluate_members(data, self.step + 1))  # scored after this update
+        return out
+
+    def _ope(self, policy: GaussianPolicy, start_states: torch.Tensor) -> float:
+        return amq_score(policy, self.dynamics, self.q, start_states, self.config.ope_horizon, self.normalizer,
+                         self.termination_fn, self.gen)
+
+    def _evaluate_members(self, data: Dataset, step: int) -> dict[str, Any]:
+        """AM-Q score of every member's current policy from one shared set of dataset start states; apply the
+        acceptance rule per member and record (step, member, score, accepted, true return) in `ope_history`,
+        `step` being the number of offline gradient steps behind the scored iterate."""
+        idx = self.rng.choice(data.transition_indices(), size=self.config.ope_start_states)
+        start = self._encode_chunked(self._batch(data, idx)["observations"])  # (S, D) raw dynamics states
+        out: dict[str, Any] = {}
+        scores = []
+        for i in range(self.config.ensemble_size):
+            score = self._ope(self.policies[i], start)
+            accepted = accept_candidate(self.policies[i], self.ref_policies[i], score, self.best_ope[i])
+            if accepted:
+                self.best_ope[i] = score
+            true_return = math.nan
+            if self.config.report_true_returns and self._eval_env is not None:  # reporting only
+                true_return = self._env_return(self.policies[i], self._eval_env, self.config.report_episodes)
+            self.ope_history.append([float(step), float(i), float(score), float(accepted), float(true_return)])
+            out[f"ope/score_member{i}"] = score
+            out[f"ope/accepted_member{i}"] = float(accepted)
+            scores.append(score)
+        out["ope/score"] = float(np.max(scores))
+        out["ope/best_score"] = float(np.max(self.best_ope))
+        return out
+
+    def _select_and_hand_off(self, eval_env: gym.Env | None) -> dict[str, Any]:
+        """Pick the member whose reference has the best OPE (or, with `select_by_env_return`, the best env
+        return among the top-k by OPE) and make it the online actor."""
+        order = [int(i) for i in np.argsort(self.best_ope)[::-1]]
+        out: dict[str, Any] = {}
+        chosen = order[0]
+        if self.config.select_by_env_return:
+            returns = {i: self._env_return(self.ref_policies[i], eval_env) for i in order[: self.config.select_top_k]}
+            chosen = max(returns, key=returns.get)
+            out.update({f"eval/return_member{i}": r for i, r in returns.items()})
+        self._hand_off(chosen)
+        out["train/selected_member"] = chosen
+        return out
+
+    def _env_return(self, policy: GaussianPolicy, env: gym.Env, episodes: int | None = None) -> float:
+        returns = []
+        for ep in range(episodes or self.config.eval_episodes):
+            obs, _ = env.reset(seed=self.config.seed + 10_000 + ep)
+            total, done = 0.0, False
+            while not done:
+                with torch.no_grad():
+                    x = self._features(torch.as_tensor(np.asarray(obs)[None], device=self.device))
+                    a = from_unit(policy(x)[0], self.low_t, self.high_t)[0].cpu().numpy()
+                obs, r, term, trunc, _ = env.step(a)
+                total += float(r)
+                done = term or trunc
+            returns.append(total)
+        return float(np.mean(returns))
+
+    def _hand_off(self, member: int | None = None) -> None:
+        """Online actor <- chosen reference policy; online critic <- offline V (rescaled by the reward scale)."""
+        if member is None:
+            member = int(np.argmax(self.best_ope)) if max(self.best_ope) > -math.inf else 0
+        source = self.ref_policies if max(self.best_ope) > -math.inf else self.policies
+        self.actor.load_state_dict(source[member].state_dict())
+        self.online_v.load_state_dict(self.v.state_dict())
+        scale = self.config.online_reward_scale
+        if scale != 1.0:  # V of (scale * r) is exactly scale * V
+            with torch.no_grad():
+                last = self.online_v.net[-1]
+                last.weight.mul_(scale)
+                last.bias.mul_(scale)
+        self.selected, self.handed_off = member, True
+
+    # ------------------------------------------------------------------------------------------ online PPO
+    def learn(self, env: gym.Env, total_timesteps: int, offline: Dataset | None = None, mix_ratio: float = 0.5,
+              callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        """PPO for `total_timesteps` more env steps from the handed-off actor and critic. Uni-O4's online phase
+        is purely on-policy, so `offline`/`mix_ratio` are not mixed in; `offline` only provides normalisation
+        statistics when none were frozen yet (PPO from scratch)."""
+        cfg = self.config
+        if not isinstance(env.action_space, gym.spaces.Box) or env.action_space.shape != self.action_space.shape:
+            raise ConfigError(f"UniO4.learn: env action space {env.action_space} does not match the agent's "
+                              f"{self.action_space}")
+        if tuple(env.observation_space.shape or ()) != tuple(self.observation_space.shape or ()):
+            raise ConfigError(f"UniO4.learn: env observation shape {env.observation_space.shape} does not match "
+                              f"the agent's {self.observation_space.shape}")
+        if offline is not None and not self.stats_ready:
+            self._prepare(offline)
+        if not self.handed_off:
+            self._hand_off()
+        if self._online is None or self._online["env"] is not env:
+            obs, _ = env.reset(seed=cfg.seed + self.online_steps)
+            self._online = {"env": env, "obs": obs, "ret": 0.0, "len": 0}
+        metrics: dict[str, Any] = {}
+        done_steps = 0
+        while done_steps < total_timesteps:
+            t0 = time.perf_counter()
+            n = min(cfg.online_rollout_steps, total_timesteps - done_steps)
+            rollout, ep_stats = self._collect(env, n)
+            done_steps += n
+            self.online_steps += n
+            metrics = self._ppo_update(rollout)
+            metrics.update(ep_stats)
+            metrics["perf/sps"] = n / max(time.perf_counter() - t0, 1e-9)
+            if not run_callbacks(callbacks, self.online_steps, dict(metrics)):
+                break
+        return metrics
+
+    @torch.no_grad()
+    def _collect(self, env: gym.Env, n: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """n env steps with the stochastic actor; returns tensors with a leading (T,) axis."""
+        st = self._online
+        obs_l, next_l, act_l, logp_l, rew_l, term_l, done_l = [], [], [], [], [], [], []
+        returns, lengths = [], []
+        for _ in range(n):
+            obs_t = torch.as_tensor(np.asarray(st["obs"])[None], device=self.device)
+            action, logp = self.actor.sample(self._features(obs_t), generator=self.gen)  # (1, A) unclipped
+            env_action = from_unit(action, self.low_t, self.high_t)[0].cpu().numpy()
+            next_obs, reward, terminated, truncated, _ = env.step(env_action)
+            obs_l.append(np.asarray(st["obs"]))
+            next_l.append(np.asarray(next_obs))
+            act_l.append(action[0])
+            logp_l.append(logp[0])
+            rew_l.append(float(reward))
+            term_l.append(float(terminated))
+            done_l.append(float(terminated or truncated))
+            st["ret"] += float(reward)
+            st["len"] += 1
+            if terminated or truncated:
+                returns.append(st["ret"])
+                lengths.append(st["len"])
+                st["ret"], st["len"] = 0.0, 0
+                next_obs, _ = env.reset()
+            st["obs"] = next_obs
+
+        def stack(xs: list[np.ndarray]) -> torch.Tensor:
+            arr = np.stack(xs)
+            return torch.as_tensor(arr if arr.dtype == np.uint8 else arr.astype(np.float32), device=self.device)
+
+        rollout = {"obs": stack(obs_l), "next_obs": stack(next_l), "actions": torch.stack(act_l),
+                   "logp": torch.stack(logp_l), "rewards": torch.tensor(rew_l, device=self.device),
+                   "terminated": torch.tensor(term_l, device=self.device),
+                   "done": torch.tensor(done_l, device=self.device)}
+        stats = {}
+        if returns:
+            stats = {"online/episode_return": float(np.mean(returns)),
+                     "online/episode_length": float(np.mean(lengths)), "online/episodes": len(returns)}
+        return rollout, stats
+
+    def _values(self, obs: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self.online_v(self._features(obs[i:i + chunk])) for i in range(0, len(obs), chunk)])
+
+    def _ppo_update(self, r: dict[str, torch.Tensor]) -> dict[str, Any]:
+        cfg = self.config
+        frac = max(0.0, 1.0 - self.online_steps / cfg.online_lr_decay_steps)
+        for g in self.actor_opt.param_groups:
+            g["lr"] = cfg.online_actor_lr * frac
+        for g in self.online_v_opt.param_groups:
+            g["lr"] = cfg.online_critic_lr * frac
+
+        # GAE(lambda): `terminated` stops bootstrapping, `done` (terminated or truncated) stops the trace.
+        rewards = r["rewards"] * cfg.online_reward_scale  # (T,)
+        values, next_values = self._values(r["obs"]), self._values(r["next_obs"])  # (T,) each
+        deltas = rewards + cfg.gamma * (1.0 - r["terminated"]) * next_values - values
+        adv = torch.zeros_like(deltas)
+        running = torch.zeros((), device=self.device)
+        for t in range(len(deltas) - 1, -1, -1):
+            running = deltas[t] + cfg.gamma * cfg.online_gae_lambda * (1.0 - r["done"][t]) * running
+            adv[t] = running
+        returns = adv + values
+        adv = (adv - adv.mean()) / (adv.std() + 1e-5) if len(adv) > 1 else adv
+
+        n = len(deltas)
+        stats: dict[str, list[float]] = {k: [] for k in ("pl", "vl", "ent", "kl", "cf")}
+        for _ in range(cfg.online_epochs):
+            perm = torch.as_tensor(self.rng.permutation(n), device=self.device)
+            for start in range(0, n, cfg.online_minibatch):
+                mb = perm[start:start + cfg.online_minibatch]
+                feat = self._features(r["obs"][mb])  # (b, F)
+                dist = self.actor.dist(feat.detach())
+                logp = dist.log_prob(r["actions"][mb]).sum(-1)
+                log_ratio = logp - r["logp"][mb]
+                ratio = log_ratio.exp()
+                a = adv[mb]
+                policy_loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.online_clip, 1 + cfg.online_clip) * a).mean()
+                entropy = dist.entropy().sum(-1).mean()
+                self.actor_opt.zero_grad()
+                (policy_loss - cfg.online_entropy_coef * entropy).backward()
+                nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.online_max_grad_norm)
+                self.actor_opt.step()
+
+                v = self.online_v(feat)  # (b,)
+                v_old = values[mb]
+                v_clipped = v_old + (v - v_old).clamp(-cfg.online_clip, cfg.online_clip)
+                value_loss = torch.max((v - returns[mb]).pow(2), (v_clipped - returns[mb]).pow(2)).mean()
+                self.online_v_opt.zero_grad()
+                value_loss.backward()
+                nn.utils.clip_grad_norm_(self.online_v_opt.param_groups[0]["params"], cfg.online_max_grad_norm)
+                self.online_v_opt.step()
+
+                stats["pl"].append(policy_loss.item())
+                stats["vl"].append(value_loss.item())
+                stats["ent"].append(entropy.item())
+                stats["kl"].append(((ratio - 1) - log_ratio).mean().item())
+                stats["cf"].append(((ratio - 1).abs() > cfg.online_clip).float().mean().item())
+        return {"online/policy_loss": float(np.mean(stats["pl"])), "online/value_loss": float(np.mean(stats["vl"])),
+                "online/entropy": float(np.mean(stats["ent"])), "online/approx_kl": float(np.mean(stats["kl"])),
+                "online/clip_fraction": float(np.mean(stats["cf"])), "online/lr_actor": cfg.online_actor_lr * frac}
+
+    # ------------------------------------------------------------------------------------------ checkpoint
+    def modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {
+            "normalizer": self.normalizer, "q": self.q, "q_target": self.q_target, "v": self.v,
+            "policies": self.policies, "ref_policies": self.ref_policies, "dynamics": self.dynamics,
+            "dynamics_best": self.dynamics_best, "actor": self.actor, "online_v": self.online_v}
+        if self.encoder is not None:
+            mods["encoder"] = self.encoder
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"q": self.q_opt, "v": self.v_opt, "dynamics": self.dyn_opt, "bc": self.bc_opt,
+                "improve": self.improve_opt, "actor": self.actor_opt, "online_v": self.online_v_opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"torch_generator": self.gen.get_state(), "stats_ready": self.stats_ready,
+                "best_ope": [float(s) for s in self.best_ope], "ope_history": [list(h) for h in self.ope_history],
+                "selected": self.selected, "handed_off": self.handed_off}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "torch_generator" in state:
+            self.gen.set_state(state["torch_generator"])
+        self.stats_ready = bool(state.get("stats_ready", self.stats_ready))
+        self.best_ope = [float(s) for s in state.get("best_ope", self.best_ope)]
+        self.ope_history = [[float(x) for x in h] for h in state.get("ope_history", [])]
+        self.selected = int(state.get("selected", -1))
+        self.handed_off = bool(state.get("handed_off", False))
