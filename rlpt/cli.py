@@ -41,7 +41,12 @@ def cmd_env_check(args) -> int:
     report = check_env(args.spec, pixels=args.pixels, episodes=args.episodes, video_path=video,
                        **({"image_size": args.image_size} if args.pixels else {}))
     _print_json(report)
-    print(f"OK: {args.spec} passed gymnasium's and SB3's env checkers" + (f"; video: {video}" if video else ""))
+    if not report.get("ok", False):
+        failed = [k for k, v in report.get("checks", {}).items() if not v.get("passed")]
+        print(f"FAILED: {args.spec} did not pass {', '.join(failed) or 'the checks'}", file=sys.stderr)
+        return 1
+    print(f"OK: {args.spec} passed gymnasium's and SB3's env checkers" + (f"; video: {report.get('video')}"
+                                                                          if report.get("video") else ""))
     return 0
 
 
@@ -130,11 +135,11 @@ def cmd_data_train_behavior(args) -> int:
         print(msg, flush=True)
         lines.append(msg)
 
-    train_behavior(args.env, args.steps, args.snapshot_every, out, seed=args.seed, log=log)
+    train_behavior(args.env, args.steps, args.snapshot_every, out, seed=args.seed, algo=args.algo, log=log)
     (out / "train.log").write_text("\n".join(lines) + "\n")
     (out / "command.txt").write_text(
-        f"rlpt data train-behavior {args.env} --steps {args.steps} --snapshot-every {args.snapshot_every} "
-        f"--seed {args.seed}\n")
+        f"rlpt data train-behavior {args.env} --algo {args.algo} --steps {args.steps} "
+        f"--snapshot-every {args.snapshot_every} --seed {args.seed}\n")
     print(f"wrote {out}")
     return 0
 
@@ -237,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Trains SB3 SAC and saves actor snapshots plus a manifest (random/medium/"
                                     "expert returns) into rlpt/data/behavior/<ENV>/ unless --out is given.")
     d.add_argument("env", help="Gymnasium env id, e.g. Hopper-v5")
+    d.add_argument("--algo", choices=("sac", "ppo"), default="sac")
     d.add_argument("--steps", type=int, default=60_000)
     d.add_argument("--snapshot-every", type=int, default=5_000)
     d.add_argument("--seed", type=int, default=0)

@@ -43,6 +43,8 @@ class Recipe:
     name: str = "recipe"
     source: str = ""  # where the hyperparameters come from (paper table, or "CPU preset")
     env_options: dict[str, Any] = field(default_factory=dict)
+    ref_scores: list[float] | None = None  # [random, expert] returns for normalized scores when the dataset has none
+    video_steps: int = 300  # length of the final policy's mp4 (0: no video)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Recipe:
@@ -151,6 +153,11 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         dataset.check_spaces(env.observation_space, env.action_space)
         if "ref_min_score" in dataset.metadata and "ref_max_score" in dataset.metadata:
             ref_scores = (float(dataset.metadata["ref_min_score"]), float(dataset.metadata["ref_max_score"]))
+    if recipe.ref_scores is not None:
+        if len(recipe.ref_scores) != 2 or recipe.ref_scores[0] == recipe.ref_scores[1]:
+            raise ConfigError(f"{recipe.name}: ref_scores must be [random_return, expert_return], got "
+                              f"{recipe.ref_scores}")
+        ref_scores = (float(recipe.ref_scores[0]), float(recipe.ref_scores[1]))
 
     agent_cls = AGENT_REGISTRY[recipe.agent]
     ckpt = run.latest_checkpoint() if resume is not None else None
@@ -174,7 +181,11 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
                       "env": recipe.env, "ref_scores": list(ref_scores) if ref_scores else None,
                       "offline_total_steps": offline_total, "device": str(agent.device),
                       "torch_threads": torch.get_num_threads()})
-    logger = MetricsLogger(run, resume_from_step=agent.step + agent.online_steps if ckpt is not None else None)
+    def global_step() -> int:
+        # offline updates, then online env steps (some agents also count online updates in `agent.step`)
+        return offline_total + agent.online_steps if agent.online_steps else agent.step
+
+    logger = MetricsLogger(run, resume_from_step=global_step() if ckpt is not None else None)
 
     def do_eval(phase: str) -> dict[str, float]:
         res = evaluate(agent, eval_env_spec, recipe.eval_episodes, seed=10_000 + recipe.seed,
@@ -185,7 +196,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         return m
 
     def checkpoint() -> None:
-        path = agent.save(run.checkpoint_dir(agent.step + agent.online_steps))
+        path = agent.save(run.checkpoint_dir(global_step()))
         run.mark_latest(path)
 
     evals: dict[str, list[dict]] = {"offline": [], "online": []}
@@ -243,9 +254,16 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
 
     # ---------------------------------------------------------------- report
     final = agent.save(run.path / "final")
-    video = evaluate(agent, eval_env_spec, 1, seed=20_000 + recipe.seed, ref_scores=ref_scores,
-                     video_path=run.videos / "final.mp4",
-                     env_options={**recipe.env_options, "render_mode": "rgb_array"}).video
+    video = None
+    if recipe.video_steps > 0:
+        try:
+            video = evaluate(agent, eval_env_spec, 1, seed=20_000 + recipe.seed, ref_scores=ref_scores,
+                             video_path=run.videos / "final.mp4",
+                             env_options={**recipe.env_options, "render_mode": "rgb_array",
+                                          "time_limit": recipe.video_steps}).video
+        except Exception as e:  # a video is a report extra: never lose a finished run over it
+            video = f"not written: {type(e).__name__}: {e}"
+            print(f"warning: final video {video}")
     plot = None
     try:
         plot = str(plot_learning_curve(run.path, title=f"{recipe.name} (seed {recipe.seed})"))

@@ -563,6 +563,13 @@ class UniO4(Agent):
         out["train/selected_member"] = chosen
         return out
 
+    def member_return(self, member: int, env: gym.Env, episodes: int | None = None, reference: bool = False) -> float:
+        """Mean env return of one ensemble member's current (or reference) policy, acting deterministically.
+        For analysis and benchmarks (e.g. the best BC member); training never calls it unless
+        `select_by_env_return` or `report_true_returns` is set."""
+        policies = self.ref_policies if reference else self.policies
+        return self._env_return(policies[member], env, episodes)
+
     def _env_return(self, policy: GaussianPolicy, env: gym.Env, episodes: int | None = None) -> float:
         returns = []
         for ep in range(episodes or self.config.eval_episodes):

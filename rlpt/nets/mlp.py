@@ -62,3 +62,30 @@ class TanhGaussianActor(nn.Module):
         normal = torch.distributions.Normal(mu, std)
         log_prob = normal.log_prob(u).sum(-1) - torch.log1p(-action.pow(2) + 1e-6).sum(-1)
         return action, log_prob
+
+
+class GaussianMLPActor(nn.Module):
+    """PPO-style actor: a tanh MLP trunk, a mean head and a state-independent log-std; actions are
+    N(mu, std) clipped by the caller. Parameter names match Stable-Baselines3's PPO policy (`policy_net`,
+    `action_net`, `log_std`), so an SB3 PPO actor's weights load directly."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        dims = [obs_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.Tanh()]
+        self.policy_net = nn.Sequential(*layers)
+        self.action_net = nn.Linear(dims[-1], act_dim)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+
+    def sample(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None):
+        """Return (unclipped action, log-prob) for a batch of observations."""
+        mu = self.action_net(self.policy_net(obs))
+        std = self.log_std.exp().expand_as(mu)
+        if deterministic:
+            action = mu
+        else:
+            action = mu + std * torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return action, torch.distributions.Normal(mu, std).log_prob(action).sum(-1)

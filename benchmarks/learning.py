@@ -1,0 +1,185 @@
+"""Learning benchmark: Uni-O4 vs IQL vs Cal-QL vs the best BC ensemble member on rlpt's locally generated
+D4RL-style data, at equal offline update budgets, then Uni-O4 online vs PPO from scratch.
+
+    python benchmarks/learning.py --datasets hopper-medium-replay-v5 --seeds 0 1 2
+
+Per dataset and seed it runs (CPU presets from agents/*/<dataset>-cpu.yaml, budgets overridable):
+- Uni-O4: offline phases, recording every BC member's return after the BC phase (the "best BC member"
+  baseline), the offline score, OPE scores with the true return of each scored iterate (reporting only),
+  an evaluation right at the offline->online switch, and online PPO fine-tuning;
+- IQL, Cal-QL and BC offline with the same number of gradient updates as Uni-O4's critic + BC + improve
+  phases (`--offline-budget` overrides; Cal-QL may be given a smaller budget with `--calql-budget`,
+  reported as such);
+- SB3 PPO from scratch for the same number of online env steps.
+Reports final ("last") normalized scores, mean ± std over seeds, and the issue's targets:
+Uni-O4 >= best BC member + 10 (medium-replay), Spearman(OPE, return) >= 0.6, first online eval >= 0.9 x
+offline, Uni-O4 after the online budget > PPO from scratch. Results: benchmarks/results/learning.json
+(partial results are saved after every run, so an interrupted benchmark keeps what it measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlpt.agents.base import AGENT_REGISTRY
+from rlpt.data import load_d4rl, save_d4rl
+from rlpt.data.generate import make_dataset, parse_name
+from rlpt.envs import make_env
+from rlpt.eval import evaluate
+from rlpt.train import load_recipe, spearman, train
+from rlpt.utils import set_seed, write_json
+
+RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
+
+
+def dataset_for(name: str, data_root: Path):
+    parse_name(name)
+    path = data_root / f"{name}.hdf5"
+    if not path.exists():
+        save_d4rl(make_dataset(name, seed=0, quiet=True), path)
+    return load_d4rl(path)
+
+
+def norm(ret: float, refs: tuple[float, float]) -> float:
+    return 100.0 * (ret - refs[0]) / (refs[1] - refs[0])
+
+
+def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
+    env_name = name.split("-")[0]
+    recipe = load_recipe(f"unio4/{env_name}-{name.split('-', 1)[1].rsplit('-', 1)[0]}-cpu",
+                         [f"seed={seed}", f"online_steps={args.online_steps}", *args.unio4_overrides])
+    set_seed(seed)
+    env = make_env(recipe.env, seed=seed)
+    eval_env = make_env(recipe.env, seed=seed + 1)
+    cfg = AGENT_REGISTRY["unio4"].config_class.from_dict({"seed": seed, **recipe.config})
+    agent = cfg.create(env.observation_space, env.action_space)
+    t0 = time.time()
+    bc_end = cfg.critic_steps + cfg.dynamics_steps + cfg.bc_steps
+    agent.fit(ds, n_steps=bc_end, eval_env=eval_env)
+    bc_members = [norm(agent.member_return(i, eval_env, args.eval_episodes), refs) for i in range(cfg.ensemble_size)]
+    agent.fit(ds, n_steps=cfg.offline_total_steps - agent.step, eval_env=eval_env)
+    offline = evaluate(agent, recipe.env, args.eval_episodes, seed=10_000 + seed, ref_scores=refs)
+    offline_seconds = time.time() - t0
+    history = np.array(agent.ope_history)
+    has_truth = np.isfinite(history[:, 4]) if len(history) else np.zeros(0, bool)
+    rho = spearman(history[has_truth, 2], history[has_truth, 4]) if has_truth.sum() >= 3 else None
+    online_curve = [(0, offline.normalized_score)]
+    t1 = time.time()
+    while agent.online_steps < args.online_steps:
+        agent.learn(env, total_timesteps=min(args.online_eval_interval, args.online_steps - agent.online_steps))
+        res = evaluate(agent, recipe.env, args.eval_episodes, seed=10_000 + seed, ref_scores=refs)
+        online_curve.append((agent.online_steps, res.normalized_score))
+    return {"bc_members": bc_members, "best_bc_member": max(bc_members), "offline_score": offline.normalized_score,
+            "ope_spearman": rho, "ope_pairs": history[has_truth][:, [2, 4]].tolist(),
+            "first_online_score": online_curve[1][1] if len(online_curve) > 1 else None,
+            "online_curve": online_curve, "online_score": online_curve[-1][1],
+            "offline_updates": cfg.critic_steps + cfg.bc_steps + cfg.improve_steps,
+            "dynamics_updates": cfg.dynamics_steps, "offline_seconds": offline_seconds,
+            "online_seconds": time.time() - t1}
+
+
+def run_recipe(recipe_name: str, seed: int, overrides: list[str], out: Path) -> dict:
+    recipe = load_recipe(recipe_name, [f"seed={seed}", *overrides])
+    t0 = time.time()
+    s = train(recipe, out_root=out, quiet=True)
+    return {"offline_score": s["offline_score"], "online_score": s["online_score"], "seconds": time.time() - t0,
+            "offline_steps": s["offline_steps"], "online_steps": s["online_steps"], "run": s["run"]}
+
+
+def summarize(results: dict) -> dict:
+    out = {}
+    def stat_of(per_seed: dict):
+        def stat(key, algo):
+            vals = [r[algo][key] for r in per_seed.values() if algo in r and r[algo].get(key) is not None]
+            return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)} if vals else None
+
+        return stat
+
+    for name, per_seed in results.items():
+        stat = stat_of(per_seed)
+
+        row = {"unio4_offline": stat("offline_score", "unio4"), "best_bc_member": stat("best_bc_member", "unio4"),
+               "iql": stat("offline_score", "iql"), "calql": stat("offline_score", "calql"),
+               "bc": stat("offline_score", "bc"), "unio4_first_online": stat("first_online_score", "unio4"),
+               "unio4_online": stat("online_score", "unio4"), "ppo_scratch": stat("online_score", "ppo"),
+               "ope_spearman": stat("ope_spearman", "unio4")}
+        t = {}
+        if row["unio4_offline"] and row["best_bc_member"]:
+            t["unio4_minus_best_bc"] = row["unio4_offline"]["mean"] - row["best_bc_member"]["mean"]
+            t["unio4_ge_best_bc_plus_10"] = t["unio4_minus_best_bc"] >= 10
+        if row["ope_spearman"]:
+            t["spearman_ge_0.6"] = row["ope_spearman"]["mean"] >= 0.6
+        if row["unio4_first_online"] and row["unio4_offline"]:
+            t["first_online_over_offline"] = row["unio4_first_online"]["mean"] / max(row["unio4_offline"]["mean"], 1e-9)
+            t["no_collapse_ge_0.9"] = t["first_online_over_offline"] >= 0.9
+        if row["unio4_online"] and row["ppo_scratch"]:
+            t["unio4_online_beats_ppo_scratch"] = row["unio4_online"]["mean"] > row["ppo_scratch"]["mean"]
+        row["targets"] = t
+        out[name] = row
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["hopper-medium-replay-v5", "halfcheetah-medium-v5"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--algos", nargs="+", default=["unio4", "iql", "calql", "bc", "ppo"])
+    p.add_argument("--online-steps", type=int, default=50_000)
+    p.add_argument("--online-eval-interval", type=int, default=10_000)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--offline-budget", type=int, help="offline updates for IQL/Cal-QL/BC (default: Uni-O4's)")
+    p.add_argument("--calql-budget", type=int, help="offline updates for Cal-QL if smaller than the others")
+    p.add_argument("--unio4-overrides", nargs="*", default=[])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--out", default="runs/bench_learning")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results: dict = previous.get("results", {}) if previous.get("args", {}).get("resume_ok", True) else {}
+    report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": torch.get_num_threads()},
+              "versions": {"torch": torch.__version__, "numpy": np.__version__}, "args": vars(args)}
+    for name in args.datasets:
+        ds = dataset_for(name, Path(args.data_root))
+        refs = (float(ds.metadata["ref_min_score"]), float(ds.metadata["ref_max_score"]))
+        task = name.rsplit("-", 1)[0]
+        for seed in args.seeds:
+            cell = results.setdefault(name, {}).setdefault(str(seed), {})
+            budget = None
+            for algo in args.algos:
+                if algo in cell:
+                    continue
+                print(f"== {name} seed {seed}: {algo}", flush=True)
+                if algo == "unio4":
+                    cell[algo] = run_unio4(name, seed, ds, refs, args)
+                else:
+                    budget = args.offline_budget or cell.get("unio4", {}).get("offline_updates")
+                    if algo == "ppo":
+                        rec = f"sb3_ppo/{task.split('-')[0]}-cpu"
+                        ov = [f"online_steps={args.online_steps}", f"ref_scores=[{refs[0]},{refs[1]}]"]
+                    else:
+                        steps = args.calql_budget if algo == "calql" and args.calql_budget else budget
+                        rec = f"{algo}/{task}-cpu"
+                        ov = ["online_steps=0"] + ([f"offline_steps={steps}"] if steps else [])
+                    cell[algo] = run_recipe(rec, seed, ov, Path(args.out))
+                print(json.dumps({k: v for k, v in cell[algo].items() if "score" in k or k == "best_bc_member"}))
+                report["results"] = results
+                report["summary"] = summarize(results)
+                write_json(RESULTS, report)
+    report["summary"] = summarize(results)
+    write_json(RESULTS, report)
+    print(json.dumps(report["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
