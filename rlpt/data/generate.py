@@ -67,6 +67,7 @@ class _Recorder:
     def __init__(self, env_fn: Callable[[], gym.Env], n_envs: int, seed: int, images: bool = False):
         self.envs = [env_fn() for _ in range(n_envs)]
         self.seed, self.images, self.next_seed = seed, images, seed
+        self.has_success = False  # whether the env reports success (tabletop does, locomotion does not)
         self.obs = [self._reset(e) for e in self.envs]
         self.ep: list[dict[str, list]] = [self._empty() for _ in self.envs]
         self.out: dict[str, list] = self._empty()
@@ -108,6 +109,8 @@ class _Recorder:
                 ep["terminals"].append(bool(term))
                 ep["timeouts"].append(bool(trunc and not term))
                 ep["next_observations"].append(nxt)
+                if "success" in info or "is_success" in info:
+                    self.has_success = True
                 ep["success"].append(bool(info.get("success", info.get("is_success", False))))
                 if self.images:
                     ep["images"].append(frame)
@@ -134,7 +137,7 @@ class _Recorder:
             timeouts=np.asarray(o["timeouts"], bool),
             next_observations=np.asarray(o["next_observations"], np.float32),
             images=np.asarray(o["images"], np.uint8) if self.images else None,
-            infos={"success": np.asarray(o["success"], bool)},
+            infos={"success": np.asarray(o["success"], bool)} if self.has_success else {},
             metadata=metadata,
         )
 
