@@ -31,7 +31,7 @@ import torch
 
 from rlpt.agents.base import AGENT_REGISTRY
 from rlpt.data import load_d4rl, save_d4rl
-from rlpt.data.generate import make_dataset, parse_name
+from rlpt.data.generate import is_stale, make_dataset, parse_name
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
 from rlpt.train import load_recipe, spearman, train
@@ -43,6 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 def dataset_for(name: str, data_root: Path):
     parse_name(name)
     path = data_root / f"{name}.hdf5"
+    if path.exists() and is_stale(load_d4rl(path, mmap=True)):
+        path.unlink()
     if not path.exists():
         save_d4rl(make_dataset(name, seed=0, quiet=True), path)
     return load_d4rl(path)
@@ -141,10 +143,27 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-root", default="data")
     p.add_argument("--out", default="runs/bench_learning")
+    p.add_argument("--results", default=str(RESULTS), help="results JSON (re-running skips finished cells)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="merge results files of parallel runs (e.g. one per seed) into --results and exit")
     args = p.parse_args()
+    results_path = Path(args.results)
+    if args.merge:
+        merged: dict = {}
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        for part in parts:
+            for name, seeds in part["results"].items():
+                merged.setdefault(name, {}).update(seeds)
+        report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
+                  "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
+                            for f, part in zip(args.merge, parts, strict=True)],
+                  "versions": parts[0]["versions"], "results": merged, "summary": summarize(merged)}
+        write_json(results_path, report)
+        print(json.dumps(report["summary"], indent=2))
+        return
     torch.set_num_threads(args.threads)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results: dict = previous.get("results", {}) if previous.get("args", {}).get("resume_ok", True) else {}
+    previous = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results: dict = previous.get("results", {})
     report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
               "machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "cpus": torch.get_num_threads()},
@@ -175,9 +194,10 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in cell[algo].items() if "score" in k or k == "best_bc_member"}))
                 report["results"] = results
                 report["summary"] = summarize(results)
-                write_json(RESULTS, report)
+                write_json(results_path, report)
+    report["results"] = results
     report["summary"] = summarize(results)
-    write_json(RESULTS, report)
+    write_json(results_path, report)
     print(json.dumps(report["summary"], indent=2))
 
 

@@ -52,13 +52,16 @@ def cmd_env_check(args) -> int:
 
 # ----------------------------------------------------------------------------- data
 def cmd_data_make(args) -> int:
-    from rlpt.data import save_d4rl
-    from rlpt.data.generate import make_dataset
+    from rlpt.data import load_d4rl, save_d4rl
+    from rlpt.data.generate import is_stale, make_dataset
 
     out = Path(args.out) if args.out else data_dir() / f"{args.name}.hdf5"
     if out.exists() and not args.force:
-        print(f"{out} exists; reusing it (pass --force to regenerate)")
-        return 0
+        why = is_stale(load_d4rl(out, mmap=True))
+        if why is None:
+            print(f"{out} exists; reusing it (pass --force to regenerate)")
+            return 0
+        print(f"regenerating {out}: {why}")
     t0 = time.time()
     ds = make_dataset(args.name, size=args.size, seed=args.seed, images=args.images, quiet=args.quiet or None)
     save_d4rl(ds, out)

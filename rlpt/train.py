@@ -104,7 +104,7 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
 
 def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
     from rlpt.data import load_d4rl, save_d4rl
-    from rlpt.data.generate import make_dataset, parse_name
+    from rlpt.data.generate import is_stale, make_dataset, parse_name
 
     if recipe.dataset is None:
         return None
@@ -114,8 +114,11 @@ def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
     parse_name(recipe.dataset)  # clear error for unknown names
     suffix = f"-n{recipe.dataset_size}" if recipe.dataset_size else ""
     path = data_root / f"{recipe.dataset}{suffix}.hdf5"
+    if path.exists() and (why := is_stale(load_d4rl(path, mmap=True))):
+        print(f"regenerating {path}: {why}", flush=True)
+        path.unlink()
     if not path.exists():
-        print(f"making dataset {recipe.dataset} -> {path}")
+        print(f"making dataset {recipe.dataset} -> {path}", flush=True)
         save_d4rl(make_dataset(recipe.dataset, size=recipe.dataset_size, seed=0, quiet=quiet), path)
     return load_d4rl(path)
 

@@ -163,6 +163,7 @@ def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: i
             return gym.make(env_id)
 
         meta.update(env_id=f"mujoco/{env_id}", d4rl_style_name=name, kind=spec.kind,
+                    behavior_manifest_sha256=manifest_hash(manifest),
                     ref_min_score=manifest["random_return"],
                     ref_max_score=manifest.get("expert_return", manifest["expert"]["mean_return"]),
                     ref_scores_source="measured by `rlpt data train-behavior`: random policy (100 episodes) and "
@@ -209,6 +210,31 @@ def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: i
                                                       zip(ds.episode_bounds().starts, ds.episode_bounds().ends,
                                                           strict=True)]))
     return ds
+
+
+def manifest_hash(manifest: dict) -> str:
+    """Identifies the behaviour policies a locomotion dataset was made with."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_stale(dataset: Dataset) -> str | None:
+    """Why a generated locomotion dataset no longer matches rlpt's behaviour policies (None if it does)."""
+    name = dataset.metadata.get("name")
+    if not name or "behavior_manifest_sha256" not in dataset.metadata and "behavior" not in dataset.metadata:
+        return None
+    try:
+        spec = parse_name(str(name))
+    except ConfigError:
+        return None
+    if spec.family != "locomotion":
+        return None
+    manifest, _ = load_manifest(LOCOMOTION_ENVS[spec.env])
+    if dataset.metadata.get("behavior_manifest_sha256") != manifest_hash(manifest):
+        return f"it was made with other behaviour policies than the ones in {LOCOMOTION_ENVS[spec.env]}'s manifest"
+    return None
 
 
 def ep_success(ds: Dataset, start: int, end: int) -> bool:
