@@ -14,6 +14,7 @@ std PPO starts from (the original's online `soft_clamp` re-squashes log-std, whi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from rlpt.nets.mlp import MLP
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def orthogonal_init(module: nn.Module, gain: float = 1.0) -> nn.Module:
@@ -65,12 +68,12 @@ class GaussianPolicy(nn.Module):
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Unclipped action (B, A) and its log-prob (B,); the mean when deterministic."""
         mean, log_std = self(x)
-        std = log_std.exp()
+        # log N(action; mean, std) in closed form: no torch.distributions object (and its validation) per call
+        const = _HALF_LOG_2PI * mean.shape[-1]
         if deterministic:
-            action = mean
-        else:
-            action = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return action, Normal(mean, std).log_prob(action).sum(-1)
+            return mean, -log_std.sum(-1) - const
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + log_std.exp() * noise, (-0.5 * noise.pow(2) - log_std).sum(-1) - const
 
     @staticmethod
     def clip_action(action: torch.Tensor) -> torch.Tensor:
