@@ -297,9 +297,11 @@ def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -
         "offline_steps": agent.step, "online_steps": agent.online_steps,
         "evaluations": evals,
     }
-    first_online = evals["online"][0] if evals["online"] else None
+    # the first evaluation after online training began (the one at the switch shows the offline policy)
+    first_online = next((e for e in evals["online"] if e.get("online_step", 0) > 0), None)
     if first_online is not None and off is not None:
         out["first_online_score"] = score(first_online)
+        out["first_online_step"] = first_online["online_step"]
     history = getattr(agent, "ope_history", None)
     if history:
         out["ope"] = ope_report(history)

@@ -83,6 +83,7 @@ def test_online_phase_after_offline(tmp_path):
     assert summary["online_steps"] == 200
     online = summary["evaluations"]["online"]
     assert [e["online_step"] for e in online] == [0, 100, 200]  # one evaluation right at the switch
+    assert summary["first_online_step"] == 100 and summary["first_online_score"] == online[1]["eval/normalized_score"]
     rows = read_metrics(summary["run"])
     assert max(r["step"] for r in rows) == 300 and any("online/step" in r for r in rows)
 
