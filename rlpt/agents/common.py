@@ -111,3 +111,58 @@ def generator_for(device: torch.device, seed: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return gen
+
+
+def off_policy_learn(agent: Any, env: gym.Env, total_timesteps: int, offline: Dataset | None,
+                     mix_ratio: float | None, callbacks: Sequence[Callable]) -> dict[str, Any]:
+    """The online loop IQL and Cal-QL share: act with the stochastic policy (uniform random during
+    `learning_starts` when there is no offline data), store transitions in the agent's `ReplayBuffer`, and
+    run `utd_ratio` updates per env step on batches mixing `mix_ratio` offline data (`MixedBuffer`).
+
+    When the agent samples Monte-Carlo returns (`agent._mc_gamma` is not None, Cal-QL), only finished online
+    episodes are sampled, so updates wait for the first one (unless offline data is mixed in)."""
+    from rlpt.data.buffers import MixedBuffer
+
+    cfg = agent.config
+    gamma = getattr(agent, "_mc_gamma", None)
+    data = agent._prepare(offline) if offline is not None else None
+    agent._freeze_stats(None)
+    if agent.buffer is None:
+        agent.buffer = ReplayBuffer(cfg.buffer_size, tuple(agent.observation_space.shape), agent.act_dim,
+                                    gamma=cfg.discount)
+    agent.buffer.end_episode()  # an episode left open by an earlier call ends here (the env is reset)
+    source = MixedBuffer(agent.buffer, data, mix_ratio) if data is not None else agent.buffer
+    collector = EpisodeCollector(env, agent.buffer, agent.low, agent.high, agent._transform_reward,
+                                 seed=cfg.seed + agent.online_steps)
+    metrics: dict[str, Any] = {}
+    for _ in range(total_timesteps):
+        if data is None and agent.online_steps < cfg.learning_starts:
+            unit_action = agent.rng.uniform(-1.0, 1.0, agent.act_dim).astype(np.float32)
+        else:
+            with torch.no_grad():
+                obs_t = torch.as_tensor(np.asarray(collector.obs, np.float32), device=agent.device)[None]
+                unit_action = agent._unit_action(obs_t.flatten(1), deterministic=False)[0].cpu().numpy()
+        collector.step(unit_action)
+        agent.online_steps += 1
+        ready = data is not None or (agent.buffer.num_completed if gamma is not None else len(agent.buffer)) > 0
+        if agent.online_steps >= cfg.learning_starts and ready:
+            for _ in range(cfg.utd_ratio):
+                batch = source.sample(cfg.batch_size, rng=agent.rng, device=agent.device, gamma=gamma)
+                metrics = agent.update(batch)
+        if agent.online_steps % cfg.log_interval == 0:
+            metrics = {**metrics, **collector.pop_metrics(), "online/buffer_size": len(agent.buffer)}
+            if not run_callbacks(callbacks, agent.online_steps, metrics):
+                break
+    return metrics
+
+
+def restore_buffer(state: dict[str, Any] | None, obs_shape: tuple[int, ...], act_dim: int) -> ReplayBuffer | None:
+    """Rebuild a `ReplayBuffer` from the `state_dict()` an agent saved in its extra state (None stays None)."""
+    if state is None:
+        return None
+    from rlpt.agents.base import tensor_to_numpy_tree
+
+    buf = tensor_to_numpy_tree(state)
+    buffer = ReplayBuffer(int(buf["capacity"]), obs_shape, act_dim, gamma=float(buf["gamma"]))
+    buffer.load_state_dict(buf)
+    return buffer

@@ -30,18 +30,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent, tensor_to_numpy_tree
+from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
 from rlpt.agents.bc import PolicyNet
 from rlpt.agents.common import (
-    EpisodeCollector,
     action_bounds,
     from_unit,
     generator_for,
+    off_policy_learn,
+    restore_buffer,
     return_range_scale,
     run_callbacks,
     training_view,
 )
-from rlpt.data.buffers import MixedBuffer, ReplayBuffer
+from rlpt.data.buffers import ReplayBuffer
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError
 from rlpt.nets.critics import QEnsemble, ValueNet, expectile_loss, soft_update
@@ -198,34 +199,7 @@ class IQL(Agent):
     # -------------------------------------------------------------- online
     def learn(self, env: gym.Env, total_timesteps: int, offline: Dataset | None = None,
               mix_ratio: float | None = 0.5, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-        cfg = self.config
-        data = self._prepare(offline) if offline is not None else None
-        self._freeze_stats(None)
-        if self.buffer is None:
-            self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.observation_space.shape), self.act_dim,
-                                       gamma=cfg.discount)
-        self.buffer.end_episode()  # an episode left open by an earlier call ends here (the env is reset)
-        source = MixedBuffer(self.buffer, data, mix_ratio) if data is not None else self.buffer
-        collector = EpisodeCollector(env, self.buffer, self.low, self.high, self._transform_reward,
-                                     seed=cfg.seed + self.online_steps)
-        metrics: dict[str, Any] = {}
-        for _ in range(total_timesteps):
-            if data is None and self.online_steps < cfg.learning_starts:
-                unit_action = self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
-            else:
-                with torch.no_grad():
-                    obs_t = torch.as_tensor(np.asarray(collector.obs, np.float32), device=self.device)[None]
-                    unit_action = self._unit_action(obs_t.flatten(1), deterministic=False)[0].cpu().numpy()
-            collector.step(unit_action)
-            self.online_steps += 1
-            if self.online_steps >= cfg.learning_starts and (data is not None or len(self.buffer) > 0):
-                for _ in range(cfg.utd_ratio):
-                    metrics = self.update(source.sample(cfg.batch_size, rng=self.rng, device=self.device))
-            if self.online_steps % cfg.log_interval == 0:
-                metrics = {**metrics, **collector.pop_metrics(), "online/buffer_size": len(self.buffer)}
-                if not run_callbacks(callbacks, self.online_steps, metrics):
-                    break
-        return metrics
+        return off_policy_learn(self, env, total_timesteps, offline, mix_ratio, callbacks)
 
     # -------------------------------------------------------------- checkpoint
     def modules(self) -> dict[str, nn.Module]:
@@ -246,7 +220,4 @@ class IQL(Agent):
         self.stats_ready = bool(state.get("stats_ready", self.stats_ready))
         self.reward_factor = float(state.get("reward_factor", self.reward_factor))
         if state.get("buffer") is not None:
-            buf = tensor_to_numpy_tree(state["buffer"])
-            self.buffer = ReplayBuffer(int(buf["capacity"]), tuple(self.observation_space.shape), self.act_dim,
-                                       gamma=float(buf["gamma"]))
-            self.buffer.load_state_dict(buf)
+            self.buffer = restore_buffer(state["buffer"], tuple(self.observation_space.shape), self.act_dim)
