@@ -30,24 +30,25 @@ import numpy as np
 import torch
 
 from rlpt.agents.base import AGENT_REGISTRY
-from rlpt.data import load_d4rl, save_d4rl
-from rlpt.data.generate import is_stale, make_dataset, parse_name
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
-from rlpt.train import load_recipe, spearman, train
+from rlpt.train import _load_dataset, load_recipe, spearman, train
 from rlpt.utils import set_seed, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 
 
+def unio4_preset(name: str) -> str:
+    """`hopper-medium-replay-v5` -> `unio4/hopper-medium-replay-cpu` (the benchmark's reference preset)."""
+    return f"unio4/{name.rsplit('-', 1)[0]}-cpu"
+
+
 def dataset_for(name: str, data_root: Path):
-    parse_name(name)
-    path = data_root / f"{name}.hdf5"
-    if path.exists() and is_stale(load_d4rl(path, mmap=True)):
-        path.unlink()
-    if not path.exists():
-        save_d4rl(make_dataset(name, seed=0, quiet=True), path)
-    return load_d4rl(path)
+    """The dataset file the CPU presets of `name` train on (made, or remade when stale, as `rlpt train` does)."""
+    recipe = load_recipe(unio4_preset(name), [])
+    if recipe.dataset != name:
+        raise SystemExit(f"{unio4_preset(name)} trains on {recipe.dataset}, not {name}")
+    return _load_dataset(recipe, data_root, quiet=True)
 
 
 def norm(ret: float, refs: tuple[float, float]) -> float:
@@ -55,8 +56,7 @@ def norm(ret: float, refs: tuple[float, float]) -> float:
 
 
 def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
-    env_name = name.split("-")[0]
-    recipe = load_recipe(f"unio4/{env_name}-{name.split('-', 1)[1].rsplit('-', 1)[0]}-cpu",
+    recipe = load_recipe(unio4_preset(name),
                          [f"seed={seed}", f"online_steps={args.online_steps}", *args.unio4_overrides])
     set_seed(seed)
     env = make_env(recipe.env, seed=seed)

@@ -190,6 +190,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- reward
+def cmd_reward_train_classifier(args) -> int:
+    from rlpt.rewards.classifier import train_success_classifier
+
+    t0 = time.time()
+    clf = train_success_classifier(args.task, args.out, episodes=args.episodes, failures=args.failures,
+                                   steps=args.steps, camera=args.camera, image_size=args.image_size, seed=args.seed,
+                                   reverse=args.reverse, fp_target=args.fp_target, eval_episodes=args.eval_episodes,
+                                   device=args.device, quiet=args.quiet or None)
+    report = clf.report
+    keys = ("fp_rate", "fn_rate", "accuracy", "balanced_accuracy", "precision", "auc", "positives", "negatives")
+    brief = {"out": args.out, "task": clf.task, "camera": clf.camera, "image_size": clf.image_size,
+             "threshold": round(clf.threshold, 4), "data": clf.config.get("data"),
+             "heldout": {k: report["heldout"].get(k) for k in keys}}
+    if "rollouts" in report:
+        brief["rollouts"] = {"frame": {k: report["rollouts"]["frame"].get(k) for k in keys},
+                             "episode": report["rollouts"]["episode"]}
+    _print_json(brief)
+    h = report["heldout"]
+    print(f"wrote {args.out} in {time.time() - t0:.0f}s: held-out FP rate {h['fp_rate']:.3f}, FN rate "
+          f"{h['fn_rate']:.3f}, accuracy {h['accuracy']:.3f} at threshold {clf.threshold:.3f}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- quickstart
 def cmd_quickstart(args) -> int:
     from rlpt.quickstart import quickstart
@@ -273,6 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue a killed run from its last checkpoint")
     t.add_argument("--out", default="runs")
     t.set_defaults(func=cmd_train)
+
+    rw = nouns.add_parser("reward", help="train reward models").add_subparsers(dest="verb", required=True)
+    r = rw.add_parser("train-classifier", help="train RoboFuME's success classifier on tabletop frames (~3 min)",
+                      description="Records scripted demonstrations and failed episodes of a tabletop task with "
+                                  "rendered frames, labels them by RoboFuME's recipe (last 3 frames of a success "
+                                  "positive, the 10 before dropped, the rest negative), trains a small CNN, "
+                                  "calibrates its threshold to a false-positive budget on held-out episodes, "
+                                  "measures it on fresh rollouts and writes a folder for "
+                                  "SuccessClassifierReward.load.")
+    r.add_argument("--task", required=True, help="tabletop task, e.g. push (or tabletop/push)")
+    r.add_argument("--out", required=True, help="output folder (model.safetensors, classifier.json)")
+    r.add_argument("--episodes", type=int, default=40, help="successful demonstrations")
+    r.add_argument("--failures", type=int, default=40, help="failed episodes")
+    r.add_argument("--steps", type=int, default=1000, help="training steps")
+    r.add_argument("--camera", default="front", help="front, side, top or wrist")
+    r.add_argument("--image-size", type=int, default=64)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--reverse", action="store_true", help="also record the reverse task (backward data)")
+    r.add_argument("--fp-target", type=float, default=0.05, help="held-out false-positive rate to stay under")
+    r.add_argument("--eval-episodes", type=int, default=8, help="fresh rollouts to measure FP/FN on (0: none)")
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=cmd_reward_train_classifier)
 
     q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
                          description="Makes (or reuses) a hopper dataset, then runs the pipeline end to end and "

@@ -48,3 +48,13 @@ class CheckpointError(RlptError):
 
 class RunError(RlptError):
     """A run folder is missing or cannot be resumed."""
+
+
+class RewardModelError(RlptError):
+    """A reward model could not score an input (server error, timeout, malformed answer). Reward wrappers
+    catch it and fall back to the configured reward; it never stops training. `reason` is one of
+    rlpt.rewards.base.FAILURE_REASONS ("timeout", "server_error", "malformed", ...)."""
+
+    def __init__(self, message: str, reason: str = "exception") -> None:
+        super().__init__(message)
+        self.reason = reason

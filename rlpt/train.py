@@ -31,7 +31,7 @@ class Recipe:
     agent: str
     env: str
     config: dict[str, Any] = field(default_factory=dict)
-    dataset: str | None = None  # a dataset name for `rlpt data make`, or a path to a D4RL-layout file
+    dataset: str | list[str] | None = None  # dataset name(s) for `rlpt data make` or D4RL-layout file path(s)
     dataset_size: int | None = None  # when the dataset is made here
     offline_steps: int | str = 0  # "auto": the agent's own offline schedule length
     online_steps: int = 0
@@ -45,6 +45,13 @@ class Recipe:
     env_options: dict[str, Any] = field(default_factory=dict)
     ref_scores: list[float] | None = None  # [random, expert] returns for normalized scores when the dataset has none
     video_steps: int = 300  # length of the final policy's mp4 (0: no video)
+    # A learned reward for online training (rlpt.rewards.factory): {"model": {"type": ..., ...}, wrapper keys
+    # (mode, scale, offset, fallback, terminate_on_success, camera, image_size), "offline": how the dataset's
+    # rewards are made: "keep" | "success" (ground-truth success labels of the demos) | "model" (relabel)}.
+    # Evaluation always uses the env's own reward and ground-truth success.
+    reward: dict[str, Any] | None = None
+    # Reset-free online training (rlpt.envs.reset_free): {"hard_reset_every": 1000, "record": true}.
+    reset_free: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Recipe:
@@ -108,6 +115,12 @@ def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
 
     if recipe.dataset is None:
         return None
+    if isinstance(recipe.dataset, list | tuple):  # several datasets (e.g. forward and reset demos) as one
+        from rlpt.data.dataset import Dataset
+
+        parts = [_load_dataset(dataclasses.replace(recipe, dataset=d), data_root, quiet) for d in recipe.dataset]
+        return Dataset.concatenate(parts, metadata={**parts[0].metadata, "source": " + ".join(
+            p.source for p in parts)})
     path = Path(recipe.dataset)
     if path.suffix in (".hdf5", ".h5") or path.exists():
         return load_d4rl(path)
@@ -127,6 +140,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
           resume: str | Path | None = None, quiet: bool | None = None,
           on_eval: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Run a recipe end to end (offline phase, then online phase) and return its summary."""
+    import gymnasium as gym
     import torch
 
     import rlpt.agents  # noqa: F401  (registers agents)
@@ -150,6 +164,23 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
 
     dataset = _load_dataset(recipe, data_root, quiet)
     env = make_env(recipe.env, seed=recipe.seed, **recipe.env_options)
+    reward_model = None
+    if recipe.reward is not None:
+        from rlpt.rewards.factory import offline_rewards, wrap_with_reward
+
+        env, reward_model = wrap_with_reward(env, recipe.reward, data_root=data_root, run_dir=run.path,
+                                             seed=recipe.seed, quiet=quiet)
+        if dataset is not None:
+            dataset = offline_rewards(dataset, recipe.reward, reward_model, instruction=env.instruction)
+    if recipe.reset_free is not None:
+        from rlpt.envs.reset_free import ResetFreeWrapper
+
+        rf = dict(recipe.reset_free)
+        record = rf.pop("record", True)
+        try:
+            env = ResetFreeWrapper(env, **rf, record_path=run.path / "online_data.hdf5" if record else None)
+        except TypeError as e:
+            raise ConfigError(f"{recipe.name}: bad reset_free options {recipe.reset_free}: {e}") from None
     eval_env_spec = recipe.env
     ref_scores = None
     if dataset is not None:
@@ -202,6 +233,19 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         path = agent.save(run.checkpoint_dir(global_step()))
         run.mark_latest(path)
 
+    def env_metrics() -> dict[str, float]:
+        """Reward-model fallbacks and reset-free counters of the training env, when it has them."""
+        out: dict[str, float] = {}
+        for name in ("reward_metrics", "stats"):
+            e = env
+            while e is not None:
+                fn = getattr(type(e), name, None)
+                if fn is not None and isinstance(e, gym.Wrapper):
+                    out.update(fn(e))
+                    break
+                e = getattr(e, "env", None)
+        return out
+
     evals: dict[str, list[dict]] = {"offline": [], "online": []}
     fit_kwargs: dict[str, Any] = {}
     if "eval_env" in inspect.signature(agent.fit).parameters:  # agents that report/select with an env
@@ -234,7 +278,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         with progress(total=recipe.online_steps, initial=agent.online_steps, desc=f"{recipe.agent} online",
                       quiet=quiet) as bar:
             def online_cb(step: int, metrics: dict) -> bool:
-                logger.log(offline_total + step, {**metrics, "online/step": step})
+                logger.log(offline_total + step, {**metrics, **env_metrics(), "online/step": step})
                 bar.n = min(step, recipe.online_steps)
                 bar.refresh()
                 return True
@@ -251,7 +295,8 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
                 agent.learn(env, total_timesteps=chunk, offline=dataset, mix_ratio=recipe.mix_ratio,
                             callbacks=[online_cb])
                 m = do_eval("online")
-                logger.log(offline_total + agent.online_steps, {**m, "online/step": agent.online_steps})
+                logger.log(offline_total + agent.online_steps,
+                           {**m, **env_metrics(), "online/step": agent.online_steps})
                 evals["online"].append({"online_step": agent.online_steps, **m})
                 checkpoint()
 
@@ -297,6 +342,9 @@ def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -
         "offline_steps": agent.step, "online_steps": agent.online_steps,
         "evaluations": evals,
     }
+    if (off or on or {}).get("eval/success_rate") is not None:  # tasks with a success predicate
+        out["offline_success_rate"] = off.get("eval/success_rate") if off else None
+        out["online_success_rate"] = on.get("eval/success_rate") if on else None
     # the first evaluation after online training began (the one at the switch shows the offline policy)
     first_online = next((e for e in evals["online"] if e.get("online_step", 0) > 0), None)
     if first_online is not None and off is not None:

@@ -39,13 +39,17 @@ def create(recipe, config):
         env.close()
 
 
+METHOD_AGENTS = {"robofume": "calql", "kagi": "calql"}
+
+
 def test_recipes_exist():
     names = set(IDS)
     for env in ("hopper", "halfcheetah", "walker2d"):
         for kind in ("medium", "medium-replay", "medium-expert"):
             assert f"unio4/{env}-{kind}.yaml" in names
     for name in ("unio4/hopper-medium-replay-cpu.yaml", "unio4/halfcheetah-medium-cpu.yaml", "unio4/quickstart.yaml",
-                 "iql/hopper-medium-replay.yaml", "calql/hopper-medium-replay.yaml", "sb3_ppo/hopper-cpu.yaml"):
+                 "iql/hopper-medium-replay.yaml", "calql/hopper-medium-replay.yaml", "sb3_ppo/hopper-cpu.yaml",
+                 "sb3_ppo/halfcheetah-cpu.yaml", "robofume/tabletop-push.yaml", "kagi/tabletop-push.yaml"):
         assert name in names
 
 
@@ -54,12 +58,16 @@ def test_recipe_loads_and_builds(path: Path):
     text = path.read_text()
     assert text.startswith("#"), f"{path}: a recipe starts with a comment header (what, source, time)"
     recipe = load_recipe(str(path))
-    assert recipe.agent == path.parent.name
+    # agents/<agent>/..., or a method folder whose recipes run one agent (RoboFuME and KAGI fine-tune Cal-QL)
+    assert recipe.agent == METHOD_AGENTS.get(path.parent.name, path.parent.name)
     assert recipe.source, f"{path}: recipe must name its source"
     assert (recipe.source == "CPU preset") == (path.stem.endswith("-cpu") or path.stem == "quickstart")
-    name = parse_name(recipe.dataset) if recipe.dataset is not None else None
-    if name is not None and name.family == "locomotion":
-        assert recipe.env == f"mujoco/{LOCOMOTION_ENVS[name.env]}", "dataset and env disagree"
+    datasets = [recipe.dataset] if isinstance(recipe.dataset, str) else list(recipe.dataset or [])
+    for name in map(parse_name, datasets):
+        if name.family == "locomotion":
+            assert recipe.env == f"mujoco/{LOCOMOTION_ENVS[name.env]}", "dataset and env disagree"
+        else:
+            assert recipe.env.startswith(f"tabletop/{name.env.removesuffix('-reset')}"), "dataset and env disagree"
     if recipe.offline_steps:
         assert recipe.dataset is not None
     config = config_of(recipe)

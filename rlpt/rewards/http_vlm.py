@@ -1,0 +1,376 @@
+"""A VLM reward served over HTTP: `OpenAIChatClient` speaks the OpenAI chat-completions API (vLLM, Ollama,
+llama.cpp server, OpenAI itself) with images as base64 PNG `image_url` parts; `VLMSuccessReward` asks it,
+per image, whether the robot completed the task and turns the yes/no answer into a 1/0 reward.
+
+Only the standard library is used for HTTP. The API key is read from an environment variable at request
+time and sent as `Authorization: Bearer ...`; it never appears in logs, errors, reprs, `describe()` or the
+on-disk cache (whose key is a hash of the request body, which does not hold the key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlpt.errors import ConfigError, RewardModelError
+from rlpt.rewards.base import RewardModel, RewardOutput, RewardQuery
+from rlpt.utils import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+_TRANSPORT_REASONS = ("timeout", "server_error", "rate_limited")
+
+
+def encode_png(image: np.ndarray) -> str:
+    """A uint8 (H, W, 3) image as a `data:image/png;base64,...` URL."""
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
+        raise ValueError(f"encode_png: expected a uint8 (H, W, 3) image; got {arr.dtype} {arr.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class OpenAIChatClient:
+    """A small client for `POST {base_url}/chat/completions`.
+
+    base_url: the API root, e.g. "http://127.0.0.1:8000/v1".
+    model: the model name the server expects.
+    api_key_env: environment variable holding the API key, read at each request; when unset or empty no
+        Authorization header is sent (local servers).
+    timeout: seconds per HTTP attempt (connect and read).
+    max_retries: extra attempts after a timeout, a 5xx, a connection error or a 429.
+    backoff, max_backoff: retry delays are min(max_backoff, backoff * 2**attempt) scaled by a random
+        factor in [0.5, 1] (jitter).
+    max_retry_after: cap, in seconds, on a 429's Retry-After delay.
+    cache_dir: optional folder of cached answers, one JSON file per request (hash of URL and body).
+    headers: extra HTTP headers (not logged, not cached).
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+                 max_retries: int = 3, backoff: float = 0.5, max_backoff: float = 8.0, max_retry_after: float = 30.0,
+                 cache_dir: str | os.PathLike | None = None, headers: Mapping[str, str] | None = None) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"OpenAIChatClient: base_url must start with http:// or https://; got {base_url!r}")
+        if timeout <= 0 or max_retries < 0 or backoff < 0:
+            raise ConfigError(f"OpenAIChatClient: need timeout > 0, max_retries >= 0, backoff >= 0; got "
+                              f"timeout={timeout}, max_retries={max_retries}, backoff={backoff}")
+        self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
+        self.url = self.base_url + "/chat/completions"
+        self.timeout, self.max_retries = float(timeout), int(max_retries)
+        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self.max_retry_after = float(max_retry_after)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.headers = dict(headers or {})
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._failures: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (no key, no headers)."""
+        return {"base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env,
+                "timeout": self.timeout, "max_retries": self.max_retries,
+                "cache_dir": None if self.cache_dir is None else str(self.cache_dir)}
+
+    def stats(self) -> dict[str, int]:
+        """Counters since construction: calls (to `chat`), requests (HTTP attempts), retries, cache_hits,
+        failures (raised errors) and failures_<reason>."""
+        with self._lock:
+            out = {k: self._counts[k] for k in ("calls", "requests", "retries", "cache_hits")}
+            out["failures"] = sum(self._failures.values())
+            out.update({f"failures_{k}": v for k, v in sorted(self._failures.items())})
+        return out
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    # ------------------------------------------------------------------ the request
+    def chat(self, prompt: str, images: Sequence[np.ndarray] = (), *, temperature: float = 0.0,
+             max_tokens: int = 256, system: str | None = None, seed: int | None = None) -> str:
+        """Send one user message (the text, then each image as a PNG `image_url` part) and return the
+        assistant's text. `seed` is passed to the server (and makes sampled requests distinct in the cache).
+
+        Raises RewardModelError with reason "timeout", "server_error", "rate_limited", "malformed" or "empty".
+        """
+        self._count("calls")
+        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        content += [{"type": "image_url", "image_url": {"url": encode_png(im)}} for im in images]
+        messages: list[dict[str, Any]] = [] if system is None else [{"role": "system", "content": system}]
+        messages.append({"role": "user", "content": content})
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
+                                "max_tokens": max_tokens}
+        if seed is not None:
+            body["seed"] = seed
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        cache_path = self._cache_path(data)
+        if cache_path is not None and (hit := self._read_cache(cache_path)) is not None:
+            self._count("cache_hits")
+            return hit
+        try:
+            text = self._parse(self._post(data))
+        except RewardModelError as err:
+            with self._lock:
+                self._failures[err.reason] += 1
+            raise
+        if cache_path is not None:
+            try:
+                write_text_atomic(cache_path, json.dumps({"model": self.model, "content": text}) + "\n")
+            except OSError as err:  # a full or read-only disk costs the cache, not the answer
+                log.warning("OpenAIChatClient: cannot write the response cache %s: %s", cache_path, err)
+        return text
+
+    def _cache_path(self, data: bytes) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(self.url.encode() + b"\n" + data).hexdigest()
+        return self.cache_dir / f"{digest}.json"
+
+    @staticmethod
+    def _read_cache(path: Path) -> str | None:
+        try:
+            text = json.loads(path.read_text())["content"]
+        except (OSError, ValueError, KeyError, TypeError):  # absent or unreadable: ask the server
+            return None
+        return text if isinstance(text, str) else None
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env, "")
+        return text.replace(key, "***") if key else text
+
+    def _delay(self, attempt: int) -> float:
+        return min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _post(self, data: bytes) -> bytes:
+        """POST with retries; the response body of the first 2xx answer."""
+        last: RewardModelError | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._count("retries")
+            self._count("requests")
+            headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
+            if key := os.environ.get(self.api_key_env):
+                headers["Authorization"] = f"Bearer {key}"
+            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+            delay = None
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return resp.read()
+            except urllib.error.HTTPError as err:
+                detail = self._redact(_snippet(err))
+                if err.code == 429:
+                    last = RewardModelError(f"{self.url}: rate limited (HTTP 429): {detail}", reason="rate_limited")
+                    delay = _retry_after(err.headers.get("Retry-After"), self.max_retry_after)
+                elif err.code >= 500:
+                    last = RewardModelError(f"{self.url}: HTTP {err.code}: {detail}", reason="server_error")
+                else:  # 4xx other than 429: the request itself is wrong; retrying will not help
+                    raise RewardModelError(f"{self.url}: HTTP {err.code} (not retried): {detail}",
+                                           reason="server_error") from None
+            except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused/reset connections
+                cause = err.reason if isinstance(err, urllib.error.URLError) else err
+                if isinstance(cause, TimeoutError):
+                    last = RewardModelError(f"{self.url}: no answer within {self.timeout:g} s", reason="timeout")
+                else:
+                    last = RewardModelError(f"{self.url}: connection failed: {self._redact(str(cause))}",
+                                            reason="server_error")
+            if attempt < self.max_retries:
+                wait = self._delay(attempt) if delay is None else delay
+                log.info("%s (attempt %d of %d); retrying in %.2f s", last, attempt + 1, self.max_retries + 1, wait)
+                time.sleep(wait)
+        assert last is not None
+        raise RewardModelError(f"{last} (after {self.max_retries + 1} attempts)", reason=last.reason)
+
+    def _parse(self, raw: bytes) -> str:
+        try:
+            obj = json.loads(raw)
+            content = obj["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            snippet = self._redact(raw[:200].decode("utf-8", "replace"))
+            raise RewardModelError(f"{self.url}: the response is not a chat completion (no "
+                                   f"choices[0].message.content): {snippet!r}", reason="malformed") from None
+        if isinstance(content, list):  # some servers answer with content parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if content is not None and not isinstance(content, str):
+            raise RewardModelError(f"{self.url}: message content is a {type(content).__name__}, not text",
+                                   reason="malformed")
+        if not content or not content.strip():
+            raise RewardModelError(f"{self.url}: the model answered with empty content", reason="empty")
+        return content
+
+
+def _snippet(err: urllib.error.HTTPError, limit: int = 200) -> str:
+    try:
+        return err.read()[:limit].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    """Retry-After in seconds (capped), or None when absent or not a number (HTTP dates are not parsed)."""
+    try:
+        return min(cap, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------- parsing yes/no answers
+DEFAULT_TEMPLATE = ('Here is an image of a robot. Has the robot completed the task "{instruction}"? '
+                    'Answer with "yes" or "no" only.')
+
+_REFUSALS = ("i'm sorry", "i am sorry", "i cannot", "i can't", "i can not", "i'm unable", "i am unable",
+             "i'm not able", "i am not able", "as an ai", "i apologize", "i won't", "i will not")
+_WORDS = {"yes": True, "true": True, "y": True, "no": False, "false": False, "n": False}
+_JSON_KEYS = ("success", "answer", "completed", "complete", "done", "result", "success_detected")
+
+
+def parse_yes_no(text: str) -> tuple[bool | None, str]:
+    """(answer, "") for a yes/no answer, else (None, reason) with reason "empty", "refusal" or "malformed".
+
+    Accepts "Yes."/"no", "**Yes**", "Answer: no", JSON such as {"success": true} or {"answer": "yes"},
+    either inside a markdown code fence, and drops a leading <think>...</think> block.
+    """
+    t = re.sub(r"<think>.*?</think>", "", text, flags=re.S).strip()
+    fence = re.fullmatch(r"```[\w-]*\s*(.*?)\s*```", t, flags=re.S)
+    if fence:
+        t = fence.group(1).strip()
+    if not t:
+        return None, "empty"
+    try:
+        obj = json.loads(t)
+    except ValueError:
+        obj = t
+    if isinstance(obj, dict):
+        low = {str(k).lower(): v for k, v in obj.items()}
+        obj = next((low[k] for k in _JSON_KEYS if k in low), None)
+    if isinstance(obj, bool):
+        return obj, ""
+    if isinstance(obj, str):
+        s = obj.strip().lower()
+        s = re.sub(r"^(?:final\s+)?answer\s*(?:is|:)\s*", "", s)
+        first = re.match(r"[\W_]*([a-z]+)", s)
+        if first and first.group(1) in _WORDS:
+            return _WORDS[first.group(1)], ""
+        m = re.search(r"\banswer\s*(?:is|:)\s*[\W_]*(yes|no)\b", s)
+        if m:
+            return m.group(1) == "yes", ""
+        if any(r in s.replace("\u2019", "'") for r in _REFUSALS):
+            return None, "refusal"
+    return None, "malformed"
+
+
+class _Abort:
+    """Shared by one `score` call: the reason of a transport failure that makes the rest of the batch moot."""
+
+    reason: str = ""
+
+
+class VLMSuccessReward(RewardModel):
+    """Reward 1 when a VLM says the robot in the image completed the task, else 0.
+
+    Each image is asked `question` (when given) or `template` with "{instruction}" replaced by the query's
+    instruction. Answers are parsed by `parse_yes_no`; transport failures and unusable answers make the item
+    invalid with a reason (never raised). success = the answer; prob = 1.0/0.0, or with `votes=k > 1` the
+    fraction of "yes" among the k valid answers sampled at `vote_temperature` (success needs a strict
+    majority; ties count as "no"). After a transport failure (timeout, server error, rate limit, already
+    retried by the client) the rest of the batch is marked with the same reason without asking.
+    `workers > 1` sends that many requests at once.
+    """
+
+    needs = ("images",)
+
+    def __init__(self, client: OpenAIChatClient, *, template: str = DEFAULT_TEMPLATE, question: str | None = None,
+                 system: str | None = None, max_tokens: int = 32, votes: int = 1, vote_temperature: float = 0.7,
+                 workers: int = 1, batch_size: int = 16) -> None:
+        if votes < 1 or workers < 1 or batch_size < 1:
+            raise ConfigError(f"VLMSuccessReward: votes, workers and batch_size must be >= 1; got votes={votes}, "
+                              f"workers={workers}, batch_size={batch_size}")
+        self.client, self.template, self.question, self.system = client, template, question, system
+        self.max_tokens, self.votes, self.vote_temperature = max_tokens, votes, vote_temperature
+        self.workers, self.batch_size = workers, batch_size
+
+    def prompt(self, instruction: str) -> str:
+        """The question asked for one image."""
+        if self.question is not None:
+            return self.question
+        if "{instruction}" in self.template and not instruction.strip():
+            raise ConfigError("VLMSuccessReward: the question template needs the task instruction but the query "
+                              "has none (set instruction= on RewardWrapper/relabel, or pass a fixed question=)")
+        return self.template.replace("{instruction}", instruction)
+
+    def _ask(self, prompt: str, image: np.ndarray, abort: _Abort) -> tuple[bool | None, float, str]:
+        """(success, P(yes), reason) for one image."""
+        yes = no = 0
+        reasons: Counter[str] = Counter()
+        for k in range(self.votes):
+            if abort.reason:
+                return None, 0.0, abort.reason
+            try:
+                text = self.client.chat(prompt, [image], max_tokens=self.max_tokens, system=self.system,
+                                        temperature=0.0 if self.votes == 1 else self.vote_temperature,
+                                        seed=None if self.votes == 1 else k)
+            except RewardModelError as err:
+                if err.reason in _TRANSPORT_REASONS:
+                    abort.reason = err.reason
+                    log.warning("VLM reward: %s", err)
+                    return None, 0.0, err.reason
+                reasons[err.reason] += 1
+                continue
+            answer, reason = parse_yes_no(text)
+            if answer is None:
+                reasons[reason] += 1
+                log.debug("VLM reward: unusable answer (%s): %.200r", reason, text)
+            elif answer:
+                yes += 1
+            else:
+                no += 1
+        if yes + no == 0:
+            return None, 0.0, reasons.most_common(1)[0][0]
+        return yes > no, yes / (yes + no), ""
+
+    def score(self, query: RewardQuery) -> RewardOutput:
+        if query.images is None:
+            raise RewardModelError("VLMSuccessReward needs images; the query has none")
+        prompt = self.prompt(query.instruction)
+        abort = _Abort()
+        images = list(query.images)
+        if self.workers > 1 and len(images) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(images))) as pool:
+                results = list(pool.map(lambda im: self._ask(prompt, im, abort), images))
+        else:
+            results = [self._ask(prompt, im, abort) for im in images]
+        success = np.array([bool(s) for s, _, _ in results])
+        valid = np.array([s is not None for s, _, _ in results])
+        prob = np.array([p for _, p, _ in results], np.float32)
+        return RewardOutput(success.astype(np.float32), valid, success, prob, [r for _, _, r in results])
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, **self.client.describe(),
+                "question": self.question if self.question is not None else self.template,
+                "system": self.system, "votes": self.votes, "max_tokens": self.max_tokens}
+
+    def metrics(self) -> dict[str, float]:
+        """The client's counters (requests, retries, cache hits, failures by reason)."""
+        return {k: float(v) for k, v in self.client.stats().items()}
