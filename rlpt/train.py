@@ -214,6 +214,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     run.write_config({"recipe": dataclasses.asdict(recipe), "agent_config": agent.config.to_dict(),
                       "env": recipe.env, "ref_scores": list(ref_scores) if ref_scores else None,
                       "offline_total_steps": offline_total, "device": str(agent.device),
+                      "reward_model": reward_model.describe() if reward_model is not None else None,
                       "torch_threads": torch.get_num_threads()})
     def global_step() -> int:
         # offline updates, then online env steps (some agents also count online updates in `agent.step`)
@@ -317,9 +318,14 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         plot = str(plot_learning_curve(run.path, title=f"{recipe.name} (seed {recipe.seed})"))
     except ValueError:
         pass
+    success_plot = None
+    if any("eval/success_rate" in e for phase in evals.values() for e in phase):  # tasks with a success predicate
+        success_plot = str(plot_learning_curve(run.path, run.path / "plots" / "success_rate.png",
+                                               keys=("eval/success_rate",),
+                                               title=f"{recipe.name} (seed {recipe.seed}): success rate"))
     logger.close()
     summary = summarize(recipe, agent, evals, ref_scores)
-    summary.update(run=str(run.path), final_checkpoint=str(final), video=video, plot=plot,
+    summary.update(run=str(run.path), final_checkpoint=str(final), video=video, plot=plot, success_plot=success_plot,
                    seconds=round(time.time() - t_start, 1))
     run.write_summary(summary)
     env.close()

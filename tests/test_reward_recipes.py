@@ -1,6 +1,7 @@
 """Recipes with learned rewards: the `reward:` and `reset_free:` sections of `rlpt train`, and the factory."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ def data_root(tmp_path_factory):
 def test_reset_free_recipe_with_ground_truth_reward(tmp_path, data_root):
     s = train(tiny_recipe(), out_root=tmp_path, data_root=data_root, quiet=True)
     assert s["online_steps"] == 120 and s["online_success_rate"] is not None
+    assert s["success_plot"].endswith("success_rate.png") and Path(s["success_plot"]).exists()
     online = load_d4rl(f"{s['run']}/online_data.hdf5")
     assert len(online) == 120
     # the agent saw 0 on success steps and -1 elsewhere; the env's own reward is kept beside it

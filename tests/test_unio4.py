@@ -475,3 +475,22 @@ def test_image_observations_with_an_encoder(freeze, tmp_path):
     loaded = UniO4.load(tmp_path / "img", device="cpu", encoder=TinyCNN())
     np.testing.assert_array_equal(loaded.predict(obs)[0], action)
     assert loaded.predict(obs[0])[0].shape == (2,)
+
+
+@pytest.mark.parametrize("crn", [True, False])
+def test_ope_common_random_numbers_score_identical_policies_identically(trained, dataset, crn):
+    agent = rlpt.load(trained[2])
+    agent.config.ope_common_random_numbers = crn
+    data = agent._prepare(dataset)[0]  # the training view
+    scores = []
+    for _ in range(2):
+        n = len(agent.ope_history)
+        agent._evaluate_members(data, agent.step)
+        scores.append([h[2] for h in agent.ope_history[n:]])
+    if crn:  # same start states and model noise: the same policy gets exactly the same score
+        assert scores[0] == scores[1]
+        assert agent.ope_start_idx is not None and len(agent.ope_start_idx) == agent.config.ope_start_states
+        again = rlpt.load(agent.save(trained[2].parent / "crn"))  # the fixed start states survive a checkpoint
+        assert np.array_equal(again.ope_start_idx, agent.ope_start_idx)
+    else:  # fresh start states each time
+        assert scores[0] != scores[1]

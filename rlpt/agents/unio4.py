@@ -106,6 +106,9 @@ class UniO4Config(AgentConfig):
     ope_interval: int = 100  # [paper] eval_step
     ope_start_states: int = 512  # [paper]
     ope_horizon: int = 1000  # [paper] rollout_step (locomotion); 50-200 AntMaze, 5-100 Adroit
+    ope_common_random_numbers: bool = False  # [ours] score every iterate from one fixed set of start states with
+    #   the same model-noise stream (common random numbers): the same estimator, far less noise between the
+    #   scores the acceptance rule compares. False: fresh start states each evaluation, as the original code
     select_by_env_return: bool = False  # [ours] if True, `fit` needs eval_env: best env return among top-k by OPE
     select_top_k: int = 3  # [paper] top-3 members by OPE are the candidates when selecting by env return
     eval_episodes: int = 10  # [paper]
@@ -270,6 +273,7 @@ class UniO4(Agent):
         self.best_ope = [-math.inf] * config.ensemble_size  # best AM-Q score of each member's reference
         # [step, member, score, accepted, true_return (nan unless report_true_returns)] per evaluated iterate
         self.ope_history: list[list[float]] = []
+        self.ope_start_idx: np.ndarray | None = None  # fixed OPE start rows (ope_common_random_numbers)
         self.selected = -1  # member handed to the online phase
         self.handed_off = False
         self._eval_env: gym.Env | None = None  # set by fit(); reporting and select_by_env_return only
@@ -522,14 +526,22 @@ class UniO4(Agent):
         return out
 
     def _ope(self, policy: GaussianPolicy, start_states: torch.Tensor) -> float:
+        gen = self.gen
+        if self.config.ope_common_random_numbers:  # the same model-noise stream for every scored policy
+            gen = generator_for(self.device, self.config.seed + 7919)
         return amq_score(policy, self.dynamics, self.q, start_states, self.config.ope_horizon, self.normalizer,
-                         self.termination_fn, self.gen)
+                         self.termination_fn, gen)
 
     def _evaluate_members(self, data: Dataset, step: int) -> dict[str, Any]:
         """AM-Q score of every member's current policy from one shared set of dataset start states; apply the
         acceptance rule per member and record (step, member, score, accepted, true return) in `ope_history`,
         `step` being the number of offline gradient steps behind the scored iterate."""
-        idx = self.rng.choice(data.transition_indices(), size=self.config.ope_start_states)
+        if self.config.ope_common_random_numbers:
+            if self.ope_start_idx is None:
+                self.ope_start_idx = self.rng.choice(data.transition_indices(), size=self.config.ope_start_states)
+            idx = self.ope_start_idx
+        else:
+            idx = self.rng.choice(data.transition_indices(), size=self.config.ope_start_states)
         start = self._encode_chunked(self._batch(data, idx)["observations"])  # (S, D) raw dynamics states
         out: dict[str, Any] = {}
         scores = []
@@ -754,7 +766,8 @@ class UniO4(Agent):
     def extra_state(self) -> dict[str, Any]:
         return {"torch_generator": self.gen.get_state(), "stats_ready": self.stats_ready,
                 "best_ope": [float(s) for s in self.best_ope], "ope_history": [list(h) for h in self.ope_history],
-                "selected": self.selected, "handed_off": self.handed_off}
+                "selected": self.selected, "handed_off": self.handed_off,
+                "ope_start_idx": None if self.ope_start_idx is None else self.ope_start_idx.tolist()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "torch_generator" in state:
@@ -764,3 +777,5 @@ class UniO4(Agent):
         self.ope_history = [[float(x) for x in h] for h in state.get("ope_history", [])]
         self.selected = int(state.get("selected", -1))
         self.handed_off = bool(state.get("handed_off", False))
+        idx = state.get("ope_start_idx")
+        self.ope_start_idx = None if idx is None else np.asarray(idx, dtype=np.int64)

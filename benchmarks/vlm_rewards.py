@@ -1,0 +1,172 @@
+"""RoboFuME and KAGI experiments on rlpt's tabletop push task (CPU scale), through `rlpt train` recipes.
+
+    python benchmarks/vlm_rewards.py --experiment robofume --seeds 0 1 2
+    python benchmarks/vlm_rewards.py --experiment kagi --seeds 0 1 2
+
+RoboFuME (agents/robofume/tabletop-push.yaml): Cal-QL with rlpt's success-classifier reward vs the same run with
+the ground-truth success reward. Targets (issue): classifier run within 15 success-rate points of the
+ground-truth run; classifier false-positive rate < 10% (held-out rollouts, from the classifier's report); no dip
+of more than 10 points below the offline success rate in the first 2k online steps.
+KAGI (agents/kagi/tabletop-push.yaml): sparse-only (ground-truth success, -1/0) vs the dense keypoint reward,
+with 5% keypoint noise, with a wrong contact point (success override), and the wrong contact point with the
+potential-based variant. Targets: dense reaches 50% success in at most half the online steps of sparse-only;
+5% noise loses at most 10 points; wrong contact (override or potential) ends no worse than sparse-only - 10.
+Every run is a normal run folder (success-rate curve, video); results are saved after every run
+(benchmarks/results/vlm_rewards_<experiment>.json), and re-running skips finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlpt.train import load_recipe, train
+from rlpt.utils import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GT = "{type: ground_truth}"
+CONDITIONS = {
+    "robofume": {
+        "classifier": ("robofume/tabletop-push", []),
+        "ground_truth": ("robofume/tabletop-push", [f"reward.model={GT}"]),
+    },
+    "kagi": {
+        "sparse": ("kagi/tabletop-push", [f"reward.model={GT}"]),
+        "dense": ("kagi/tabletop-push", []),
+        "noise_0.05": ("kagi/tabletop-push", ["reward.model.proposer.noise=0.05"]),
+        "wrong_contact": ("kagi/tabletop-push", ["reward.model.proposer.wrong_contact=true"]),
+        "wrong_contact_potential": ("kagi/tabletop-push", ["reward.model.proposer.wrong_contact=true",
+                                                           "reward.model.potential=true"]),
+    },
+}
+
+
+def curve(summary: dict) -> list[tuple[int, float]]:
+    """(online env step, success rate) at each online evaluation; step 0 is the offline policy."""
+    return [(int(e["online_step"]), float(e["eval/success_rate"])) for e in summary["evaluations"]["online"]]
+
+
+def steps_to(points: list[tuple[int, float]], level: float) -> int | None:
+    return next((s for s, v in points if v >= level), None)
+
+
+def classifier_report(run: str) -> dict | None:
+    """FP/FN of the success classifier a run used, on held-out frames and fresh rollouts (its saved report)."""
+    import yaml
+
+    model = yaml.safe_load(Path(run, "config.yaml").read_text()).get("reward_model") or {}
+    if model.get("type") != "SuccessClassifierReward" or not model.get("path"):
+        return None
+    rep = json.loads(Path(model["path"], "classifier.json").read_text()).get("report", {})
+    return {"folder": model["path"], "heldout": rep.get("heldout"), "rollouts": rep.get("rollouts")}
+
+
+def summarize(experiment: str, results: dict) -> dict:
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return {"mean": float(np.mean(xs)), "std": float(np.std(xs)), "n": len(xs)} if xs else None
+
+    rows = {}
+    for cond in CONDITIONS[experiment]:
+        runs = [r[cond] for r in results.values() if cond in r]
+        rows[cond] = {"final_success": mean([r["final_success"] for r in runs]),
+                      "offline_success": mean([r["offline_success"] for r in runs]),
+                      "steps_to_50": mean([r["steps_to_50"] for r in runs]),
+                      "reached_50": sum(r["steps_to_50"] is not None for r in runs),
+                      "max_dip_first_2k": mean([r["max_dip_first_2k"] for r in runs])}
+    t: dict = {}
+    f = {c: (rows[c]["final_success"] or {}).get("mean") for c in rows}
+    if experiment == "robofume" and f["classifier"] is not None and f["ground_truth"] is not None:
+        t["classifier_minus_gt_points"] = 100 * (f["classifier"] - f["ground_truth"])
+        t["within_15_points"] = abs(t["classifier_minus_gt_points"]) <= 15
+        fps = [r["classifier"]["classifier_fp_rate"] for r in results.values()
+               if "classifier" in r and r["classifier"].get("classifier_fp_rate") is not None]
+        if fps:
+            t["classifier_fp_rate"] = float(np.mean(fps))
+            t["fp_rate_lt_0.1"] = t["classifier_fp_rate"] < 0.1
+        dip = rows["classifier"]["max_dip_first_2k"]
+        if dip:
+            t["max_dip_points"] = 100 * dip["mean"]
+            t["no_dip_gt_10"] = t["max_dip_points"] <= 10
+    if experiment == "kagi" and f["sparse"] is not None:
+        # steps to 50% success per seed; a run that never got there counts as its online budget (a lower bound)
+        def steps50(cond: str) -> float | None:
+            runs = [r[cond] for r in results.values() if cond in r]
+            vals = [r["steps_to_50"] if r["steps_to_50"] is not None else r["online_steps"] for r in runs]
+            return float(np.mean(vals)) if vals else None
+
+        s50, d50 = steps50("sparse"), steps50("dense")
+        if s50 and d50 is not None and rows["dense"]["reached_50"]:
+            t["dense_steps_over_sparse_steps"] = d50 / s50
+            t["sparse_never_reached_50_in_some_seeds"] = rows["sparse"]["reached_50"] < len(results)
+            t["dense_half_the_steps"] = t["dense_steps_over_sparse_steps"] <= 0.5
+        if f.get("dense") is not None and f.get("noise_0.05") is not None:
+            t["noise_loss_points"] = 100 * (f["dense"] - f["noise_0.05"])
+            t["noise_loses_le_10"] = t["noise_loss_points"] <= 10
+        for c in ("wrong_contact", "wrong_contact_potential"):
+            if f.get(c) is not None:
+                t[f"{c}_minus_sparse_points"] = 100 * (f[c] - f["sparse"])
+                t[f"{c}_ge_sparse_minus_10"] = t[f"{c}_minus_sparse_points"] >= -10
+    return {"conditions": rows, "targets": t}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", choices=sorted(CONDITIONS), required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--conditions", nargs="+", help="a subset of the experiment's conditions")
+    p.add_argument("--overrides", nargs="*", default=[], help="key=value for every run (e.g. online_steps=20000)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="runs/bench_vlm_rewards")
+    p.add_argument("--results", help="results JSON (default benchmarks/results/vlm_rewards_<experiment>.json)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    path = Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    results: dict = previous.get("results", {})
+    report = {"benchmark": f"vlm_rewards_{args.experiment}", "command": " ".join(["python", *sys.argv]),
+              "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
+              "versions": {"torch": torch.__version__}, "args": vars(args)}
+    conditions = args.conditions or list(CONDITIONS[args.experiment])
+    for seed in args.seeds:
+        cell = results.setdefault(str(seed), {})
+        for cond in conditions:
+            if cond in cell:
+                continue
+            recipe_name, overrides = CONDITIONS[args.experiment][cond]
+            recipe = load_recipe(recipe_name, [f"seed={seed}", *overrides, *args.overrides])
+            print(f"== {args.experiment} seed {seed}: {cond}", flush=True)
+            t0 = time.time()
+            s = train(recipe, out_root=Path(args.out), quiet=True)
+            pts = curve(s)
+            off = pts[0][1] if pts else None
+            early = [v for step, v in pts if 0 < step <= 2000]
+            cell[cond] = {"offline_success": off, "final_success": s.get("online_success_rate"), "curve": pts,
+                          "online_steps": s["online_steps"],
+                          "steps_to_50": steps_to(pts, 0.5),
+                          "max_dip_first_2k": (max(0.0, off - min(early)) if early and off is not None else None),
+                          "seconds": round(time.time() - t0, 1), "run": s["run"]}
+            rep = classifier_report(s["run"])
+            if rep is not None:
+                roll = (rep.get("rollouts") or {}).get("frame") or {}
+                cell[cond].update(classifier=rep["folder"], classifier_fp_rate=roll.get("fp_rate"),
+                                  classifier_fn_rate=roll.get("fn_rate"))
+            print(json.dumps({k: v for k, v in cell[cond].items() if k != "curve"}), flush=True)
+            report["results"] = results
+            report["summary"] = summarize(args.experiment, results)
+            write_json(path, report)
+    report["results"] = results
+    report["summary"] = summarize(args.experiment, results)
+    write_json(path, report)
+    print(json.dumps(report["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
