@@ -176,6 +176,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from rlpt.export import export_policy
+
+    model = export_policy(args.path, args.out, format=args.format)
+    info = json.loads((model.parent / "policy.json").read_text())
+    inp, out = info["input"], info["output"]
+    shape = lambda s: "[" + ", ".join(map(str, s)) + "]"
+    print(f"wrote {model} and {model.parent / 'policy.json'}: {info['agent']} policy, {inp['name']} "
+          f"{shape(inp['shape'])} {inp['dtype']} -> {out['name']} {shape(out['shape'])} {out['dtype']}; "
+          f"sha256 {info['sha256'][:16]}...")
+    parity, n = info["parity"], len(info["test_vector"]["observations"])
+    if parity.get("runtime"):
+        print(f"parity: OK, {parity['runtime']} reproduces agent.predict(deterministic=True) on {n} test "
+              f"observations (max |diff| {parity['max_abs_diff']:.2e})")
+    else:
+        print(f"parity: not run ({parity['checked']})")
+    return 0
+
+
 # ----------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
     from rlpt.train import check_resumable, load_recipe, train
@@ -211,6 +231,38 @@ def cmd_reward_train_classifier(args) -> int:
     h = report["heldout"]
     print(f"wrote {args.out} in {time.time() - t0:.0f}s: held-out FP rate {h['fp_rate']:.3f}, FN rate "
           f"{h['fn_rate']:.3f}, accuracy {h['accuracy']:.3f} at threshold {clf.threshold:.3f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- robot
+def cmd_robot_check(args) -> int:
+    from rlpt.robots import load_robot_config, make_driver
+
+    cfg = load_robot_config(args.config)
+    summary = cfg.summary()
+    if args.connect:
+        driver = make_driver(cfg)
+        t0 = time.monotonic()
+        driver.connect()
+        try:
+            obs = driver.read()
+            fields = {k: getattr(obs, k) for k in ("joint_pos", "joint_vel", "ee_pos", "ee_rot", "gripper")
+                      if getattr(obs, k) is not None}
+            summary["connect"] = {
+                "seconds": round(time.monotonic() - t0, 3), "observation_age_s": round(obs.age(), 4),
+                **{k: (v.round(4).tolist() if hasattr(v, "round") else round(float(v), 4)) for k, v in fields.items()},
+                "images": {k: list(v.shape) for k, v in obs.images.items()},
+                "extra": {k: list(v.shape) for k, v in obs.extra.items()},
+            }
+            missing = [e.key for e in cfg.policy.state if obs.get(e.key) is None or obs.get(e.key).size != e.dim]
+            if missing:
+                raise RlptError(f"{args.config}: policy.observation.state needs {missing}, which the "
+                                f"{cfg.driver.name!r} driver's observation lacks (or has with another size)")
+        finally:
+            driver.disconnect()
+    _print_json(summary)
+    print(f"OK: {args.config} is a valid {cfg.type} config ({cfg.control_mode} at {cfg.control_rate_hz:g} Hz, "
+          f"driver {cfg.driver.name})" + ("; connected, read one observation, disconnected" if args.connect else ""))
     return 0
 
 
@@ -298,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs")
     t.set_defaults(func=cmd_train)
 
+    x = nouns.add_parser("export", help="export a run's or checkpoint's deterministic policy to ONNX or TorchScript",
+                         description="Writes policy.onnx or policy.pt (observations as the env gives them -> actions "
+                                     "in the env's bounds, normalisation included) and policy.json (spaces, SHA-256, "
+                                     "a test vector), and checks the file reproduces the agent's actions. Default "
+                                     "folder: <run>/export/<checkpoint>-<format>/. Seconds.")
+    x.add_argument("path", help="run folder (its final, else latest, checkpoint) or checkpoint folder")
+    x.add_argument("--format", choices=("onnx", "torchscript"), required=True,
+                   help="onnx (needs pip install 'rlpt[export]') or torchscript")
+    x.add_argument("--out", help="output folder")
+    x.set_defaults(func=cmd_export)
+
     rw = nouns.add_parser("reward", help="train reward models").add_subparsers(dest="verb", required=True)
     r = rw.add_parser("train-classifier", help="train RoboFuME's success classifier on tabletop frames (~3 min)",
                       description="Records scripted demonstrations and failed episodes of a tabletop task with "
@@ -319,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-episodes", type=int, default=8, help="fresh rollouts to measure FP/FN on (0: none)")
     r.add_argument("--device", default="auto")
     r.set_defaults(func=cmd_reward_train_classifier)
+
+    rb = nouns.add_parser("robot", help="check robot configs (robot_configs/*.yaml)").add_subparsers(
+        dest="verb", required=True)
+    r = rb.add_parser("check", help="validate a robot config; with --connect also read one observation",
+                      description="Validates a robot config (schema, limits, policy mapping) and prints a summary. "
+                                  "With --connect, connects through the config's driver, reads one observation, "
+                                  "checks it carries what the policy mapping needs, and disconnects (no command "
+                                  "is sent).")
+    r.add_argument("config", help="robot config file, e.g. robot_configs/sim_widowx_tabletop_push.yaml")
+    r.add_argument("--connect", action="store_true", help="connect, read one observation, disconnect")
+    r.set_defaults(func=cmd_robot_check)
 
     q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
                          description="Makes (or reuses) a hopper dataset, then runs the pipeline end to end and "

@@ -485,6 +485,8 @@ class UniO4(Agent):
         self.bc_opt.zero_grad()
         losses.sum().backward()
         self.bc_opt.step()
+        if not self._log_due(k, cfg.bc_steps):  # .item() waits for the GPU: only when the metrics are logged
+            return {}
         return {"train/bc_loss": losses.mean().item(), "train/bc_std": log_std.exp().mean().item()}
 
     # ------------------------------------------------------------------------------------------ phase 4: BPPO + OPE
@@ -519,11 +521,17 @@ class UniO4(Agent):
         for member in self.policies.members:
             nn.utils.clip_grad_norm_(member.parameters(), cfg.max_grad_norm)
         self.improve_opt.step()
-        out = {"train/improve_loss": losses.mean().item(), "train/improve_clip": clip, "train/improve_lr": lr,
-               "train/improve_ratio_dev": (ratio - 1).abs().mean().item()}
+        out: dict[str, Any] = {}
+        if self._log_due(k, cfg.improve_steps):
+            out = {"train/improve_loss": losses.mean().item(), "train/improve_clip": clip, "train/improve_lr": lr,
+                   "train/improve_ratio_dev": (ratio - 1).abs().mean().item()}
         if (k + 1) % cfg.ope_interval == 0:
             out.update(self._evaluate_members(data, self.step + 1))  # scored after this update
         return out
+
+    def _log_due(self, k: int, length: int) -> bool:
+        """Whether `fit` logs the metrics of phase step k (of `length`): every log_interval steps and at the end."""
+        return (self.step + 1) % self.config.log_interval == 0 or k == length - 1
 
     def _ope(self, policy: GaussianPolicy, start_states: torch.Tensor) -> float:
         gen = self.gen
