@@ -176,6 +176,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- deploy
+def cmd_deploy(args) -> int:
+    from rlpt.deploy import deploy
+
+    s = deploy(args.policy, args.robot, episodes=args.episodes, out=args.out, max_steps=args.max_steps,
+               realtime=not args.no_realtime, quiet=args.quiet or None)
+    _print_json({k: v for k, v in s.items() if k != "episodes"})
+    print(f"recorded {sum(e['length'] for e in s['episodes'])} steps in {len(s['episodes'])} episode(s) -> "
+          f"{s['dataset']}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
     from rlpt.export import export_policy
@@ -360,6 +372,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx (needs pip install 'rlpt[export]') or torchscript")
     x.add_argument("--out", help="output folder")
     x.set_defaults(func=cmd_export)
+
+    dp = nouns.add_parser("deploy", help="run a policy on a robot config at its control rate, recording episodes",
+                          description="Loads a run's (final, else latest) or a checkpoint's policy, builds the robot "
+                                      "env from a robot_configs/*.yaml (every action passes the safety layer), runs "
+                                      "episodes at the config's rate and records them to <out>/episodes.hdf5 (an "
+                                      "rlpt Dataset, written as each episode ends).")
+    dp.add_argument("--policy", required=True, help="run folder or checkpoint folder")
+    dp.add_argument("--robot", required=True, help="robot config, e.g. robot_configs/sim_widowx_tabletop_push.yaml")
+    dp.add_argument("--episodes", type=int, default=1)
+    dp.add_argument("--max-steps", type=int, help="cap each episode (default: the config's max_episode_steps)")
+    dp.add_argument("--out", help="output folder (default runs/deploy/<config>__<time>)")
+    dp.add_argument("--no-realtime", action="store_true", help="do not sleep to hold the control rate (sim only)")
+    dp.set_defaults(func=cmd_deploy)
 
     rw = nouns.add_parser("reward", help="train reward models").add_subparsers(dest="verb", required=True)
     r = rw.add_parser("train-classifier", help="train RoboFuME's success classifier on tabletop frames (~3 min)",

@@ -58,3 +58,34 @@ class RewardModelError(RlptError):
     def __init__(self, message: str, reason: str = "exception") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RobotError(RlptError):
+    """Base class of problems with a robot, its config, its driver or its connection (`rlpt.robots`)."""
+
+
+class RobotConfigError(RobotError, ConfigError):
+    """A robot config file is malformed: names the file, the key, what was expected and what was found."""
+
+
+class RobotDependencyError(RobotError, ImportError):
+    """A vendor library a robot driver needs is not installed; the message names the pip extra/package."""
+
+
+class RobotConnectionError(RobotError, ConnectionError):
+    """A driver could not connect, lost its connection, timed out or was refused (e.g. a wrong token)."""
+
+
+class RobotDriverError(RobotError):
+    """A driver failed to read an observation or execute a command."""
+
+
+class RobotSafetyError(RobotError):
+    """The robot was stopped by a safety check (stale observation, NaN action, watchdog, driver fault).
+
+    Raised only when the config asks for it (`safety.on_fault: raise`); `reason` is one of
+    `rlpt.robots.env.FAULT_REASONS`. The robot has already been stopped when this is raised."""
+
+    def __init__(self, message: str, reason: str = "fault") -> None:
+        super().__init__(message)
+        self.reason = reason
