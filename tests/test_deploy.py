@@ -47,3 +47,47 @@ def test_deploy_cli_and_errors(policy, tmp_path, capsys):
         deploy(tmp_path / "missing", ROBOT, realtime=False, quiet=True)
     with pytest.raises(ConfigError, match="episodes"):
         deploy(policy, ROBOT, episodes=0, realtime=False)
+
+
+def test_trained_policy_over_the_remote_protocol_records_data_that_trains(tmp_path, monkeypatch):
+    """Issue acceptance: a policy trained with rlpt runs on the simulated WidowX through the remote protocol on
+    127.0.0.1; the dataset it records loads back into rlpt and trains an agent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rlpt.data.generate import make_dataset
+
+    root = Path(__file__).resolve().parent.parent
+    demos = make_dataset("tabletop-push-scripted", size=320, seed=0, n_envs=2, quiet=True)
+    env = make_robot_env(ROBOT, realtime=False)
+    agent = BCConfig(hidden=(32, 32), batch_size=64).create(env.observation_space, env.action_space, device="cpu")
+    env.close()
+    before = agent.fit(demos, n_steps=150)
+    policy = agent.save(tmp_path / "bc")
+    token = "remote-acceptance-token"
+    monkeypatch.setenv("RLPT_ROBOT_TOKEN", token)
+    server = subprocess.Popen([sys.executable, "-m", "rlpt.robots.drivers.remote", str(root / ROBOT), "--port", "0",
+                               "--log-level", "WARNING"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RLPT_ROBOT_TOKEN": token}, cwd=root)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("LISTENING 127.0.0.1 "), line + server.stderr.read()
+        port = int(line.split()[2])
+        s = deploy(policy, root / "robot_configs" / "remote_sim_widowx_tabletop_push.yaml", episodes=2, max_steps=12,
+                   out=tmp_path / "deploy", realtime=False, quiet=True, driver__port=port,
+                   driver__timeout_s=10.0, safety__max_observation_age_s=10.0)  # generous: CI machines are slow
+        assert not s["faults"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+    recorded = load_d4rl(s["dataset"])
+    assert len(recorded) == 24 and recorded.num_episodes == 2
+    student = BCConfig(hidden=(16,), batch_size=16).create(env.observation_space, env.action_space, device="cpu")
+    first = student.fit(recorded, n_steps=1)
+    last = student.fit(recorded, n_steps=200)
+    key = next(k for k in last if "loss" in k)
+    assert last[key] < first[key]  # the recorded data trains an agent
+    assert "loss" in " ".join(before)

@@ -632,38 +632,61 @@ with MujocoSimulator(enable_visualization=False) as sim:
 '''
 
 
+FRANKY_SIM_CLIENT = r'''
+import subprocess, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from tests.test_robots_vendors import franka
+from rlpt.robots import make_robot_env
+
+server = subprocess.Popen([sys.executable, sys.argv[1], "127.0.0.1"], stdout=subprocess.PIPE, text=True)
+try:
+    assert server.stdout.readline().strip() == "READY"
+    slow_ok = {"watchdog_timeout_s": 5.0, "max_observation_age_s": 2.0, "on_fault": "stop"}  # loaded CI machines
+    cfg = franka("franka_fr3.yaml", driver={"name": "franka", "host": "127.0.0.1", "realtime": False,
+                                            "relative_dynamics_factor": 0.5}, safety=slow_ok)
+    env = make_robot_env(cfg, realtime=False)
+    obs, _ = env.reset()  # moves home (joint 7 +0.785, as franky-sim starts)
+    q0 = obs[:7].copy()
+    target = q0 + np.array([0.05, 0, 0, 0, 0, 0, -0.05])
+    _, _, _, _, info = env.step(np.r_[target, 1.0])
+    assert info["fault"] is None, info
+    env.driver._robot.join_motion()
+    time.sleep(0.3)
+    np.testing.assert_allclose(env.driver.read().joint_pos, target, atol=0.03)
+    env.close()
+    panda = franka("franka_panda.yaml", home=None, driver={"name": "franka", "host": "127.0.0.1", "realtime": False,
+                                                           "relative_dynamics_factor": 0.5}, safety=slow_ok)
+    env = make_robot_env(panda, realtime=False)
+    obs, _ = env.reset()
+    ee0 = obs[7:10].copy()
+    assert 0.0 < obs[13] <= 1.0  # the gripper server answers
+    _, _, _, _, info = env.step([0.02, 0.0, -0.01, 0.0, 0.0, 0.0, 1.0])
+    assert info["fault"] is None, info
+    env.driver._robot.join_motion()
+    time.sleep(0.3)
+    np.testing.assert_allclose(env.driver.read().ee_pos - ee0, [0.02, 0.0, -0.01], atol=5e-3)
+    env.close()
+    print("FRANKY-SIM OK", flush=True)
+finally:
+    server.terminate()
+    server.wait(timeout=10)
+'''
+
+
 def test_franka_driver_against_franky_sim(tmp_path):
+    """franky-control drives franky-sim over 127.0.0.1 inside a network namespace of the test's own
+    (`unshare -rn`: libfranka binds its UDP state socket on all interfaces; the namespace has only loopback)."""
     pytest.importorskip("franky")
     pytest.importorskip("franky_sim")
-    script = tmp_path / "franky_sim_server.py"
-    script.write_text(FRANKY_SIM_SERVER)
-    proc = subprocess.Popen([sys.executable, str(script), "127.0.0.1"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "READY"
-        cfg = franka("franka_fr3.yaml", driver={"name": "franka", "host": "127.0.0.1", "realtime": False,
-                                                "relative_dynamics_factor": 0.5})
-        env = make_robot_env(cfg, realtime=False)
-        obs, _ = env.reset()  # moves home (joint 7 +0.785, as franky-sim starts)
-        q0 = obs[:7].copy()
-        target = q0 + np.array([0.05, 0, 0, 0, 0, 0, -0.05])
-        _, _, _, _, info = env.step(np.r_[target, 1.0])
-        assert info["fault"] is None
-        env.driver._robot.join_motion()
-        time.sleep(0.3)
-        np.testing.assert_allclose(env.driver.read().joint_pos, target, atol=0.03)
-        env.close()
-        panda = franka("franka_panda.yaml", home=None, driver={"name": "franka", "host": "127.0.0.1", "realtime": False,
-                                                               "relative_dynamics_factor": 0.5})
-        env = make_robot_env(panda, realtime=False)
-        obs, _ = env.reset()
-        ee0 = obs[7:10].copy()
-        assert 0.0 < obs[13] <= 1.0  # the gripper server answers
-        _, _, _, _, info = env.step([0.02, 0.0, -0.01, 0.0, 0.0, 0.0, 1.0])
-        assert info["fault"] is None
-        env.driver._robot.join_motion()
-        time.sleep(0.3)
-        np.testing.assert_allclose(env.driver.read().ee_pos - ee0, [0.02, 0.0, -0.01], atol=5e-3)
-        env.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here (unshare -rn: {probe.stderr.decode().strip()})")
+    server = tmp_path / "franky_sim_server.py"
+    server.write_text(FRANKY_SIM_SERVER)
+    client = tmp_path / "franky_sim_client.py"
+    client.write_text(FRANKY_SIM_CLIENT)
+    cmd = f"ip link set lo up && exec {sys.executable} {client} {server} {ROOT}"
+    res = subprocess.run(["unshare", "-rn", "sh", "-c", cmd], capture_output=True, text=True, timeout=180,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])})
+    assert res.returncode == 0 and "FRANKY-SIM OK" in res.stdout, res.stdout[-2000:] + res.stderr[-4000:]
