@@ -152,8 +152,9 @@ def main() -> None:
         merged: dict = {}
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         for part in parts:
-            for name, seeds in part["results"].items():
-                merged.setdefault(name, {}).update(seeds)
+            for name, seeds in part["results"].items():  # parts may split one seed's algorithms
+                for seed, algos in seeds.items():
+                    merged.setdefault(name, {}).setdefault(seed, {}).update(algos)
         report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
                   "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
                             for f, part in zip(args.merge, parts, strict=True)],
