@@ -222,6 +222,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- tune
+def cmd_tune(args) -> int:
+    from rlpt.tune import format_table, tune_recipe
+
+    res = tune_recipe(args.recipe, args.space, num_samples=args.num_samples, overrides=list(args.overrides),
+                      scheduler=args.scheduler, metric=args.metric, mode=args.mode, out=args.out, name=args.name,
+                      storage=args.storage, address=args.address, data_root=data_dir(), num_cpus=args.num_cpus,
+                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                      max_concurrent=args.max_concurrent, max_failures=args.max_failures,
+                      grace_period=args.grace_period, resume=args.resume, quiet=args.quiet)
+    print(format_table(res["rows"], args.metric))
+    print(f"results: {res['results_csv']}")
+    if res["best_config"]:
+        print(f"best config: {res['best_config']}  (reproduce: rlpt train {res['best_config']})")
+    else:
+        print("no trial reported the metric; no best_config.yaml written", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ----------------------------------------------------------------------------- reward
 def cmd_reward_train_classifier(args) -> int:
     from rlpt.rewards.classifier import train_success_classifier
@@ -275,6 +295,24 @@ def cmd_robot_check(args) -> int:
     _print_json(summary)
     print(f"OK: {args.config} is a valid {cfg.type} config ({cfg.control_mode} at {cfg.control_rate_hz:g} Hz, "
           f"driver {cfg.driver.name})" + ("; connected, read one observation, disconnected" if args.connect else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------- pretrain
+def cmd_pretrain_gfn(args) -> int:
+    import torch
+
+    from rlpt.gfn.envs import BitSeq, HyperGrid
+    from rlpt.gfn.ocgfn import OCGFNConfig, pretrain
+
+    torch.set_num_threads(args.threads)
+    env = HyperGrid(args.dim, args.side) if args.env == "hypergrid" else BitSeq(args.length, args.word)
+    config = OCGFNConfig(batch_size=args.batch_size, failure=args.failure, seed=args.seed)
+    t0 = time.time()
+    oc, history = pretrain(env, args.steps, config, eval_every=args.eval_every, quiet=args.quiet or None)
+    oc.save(args.out, extra={"history": history, "seconds": round(time.time() - t0, 1)})
+    print(f"wrote {args.out}: OC-GFN on {env.spec()}, {args.steps} steps in {time.time() - t0:.0f}s, exact success "
+          f"rate {history[-1]['success_rate']:.4f}")
     return 0
 
 
@@ -362,6 +400,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs")
     t.set_defaults(func=cmd_train)
 
+    tu = nouns.add_parser("tune", help="Ray Tune sweep over a recipe (minutes to hours; embedded or --address)",
+                          description="Samples --num-samples configurations from a search-space YAML ({key: {type: "
+                                      "uniform|loguniform|choice|randint|grid, ...}}, dotted keys like "
+                                      "config.actor_lr), runs `rlpt train` for each as a Ray Tune trial (reporting "
+                                      "every evaluation; trials resume from their rlpt run folders), then writes "
+                                      "<out>/<name>/results.csv and best_config.yaml (rlpt train best_config.yaml "
+                                      "reproduces the best trial). Ray runs embedded unless --address names a "
+                                      "cluster (docs/cluster.md). Needs pip install 'rlpt[cluster]'.")
+    tu.add_argument("recipe", help="recipe file or catalog name, e.g. agents/iql/hopper-medium-replay-cpu.yaml")
+    tu.add_argument("overrides", nargs="*", help="key=value overrides applied to every trial, e.g. online_steps=0")
+    tu.add_argument("--space", required=True, help="search-space YAML, e.g. agents/iql/tune/hopper-medium-replay.yaml")
+    tu.add_argument("--num-samples", type=int, default=4, help="configurations to sample (grid: repeats of the grid)")
+    tu.add_argument("--scheduler", choices=("asha", "fifo"), default="fifo",
+                    help="asha stops poor trials early at evaluations; fifo runs every trial to the end")
+    tu.add_argument("--metric", default="eval/normalized_score",
+                    help="an rlpt evaluation metric (eval/return when the task has no reference scores)")
+    tu.add_argument("--mode", choices=("max", "min"), default="max")
+    tu.add_argument("--address", help="join a running Ray cluster (host:port or 'auto') instead of embedded Ray")
+    tu.add_argument("--out", default="runs/tune", help="results, best_config.yaml and rlpt run folders go to "
+                                                       "<out>/<name>/ (a shared folder on multi-node clusters)")
+    tu.add_argument("--name", help="sweep name (default <recipe>-<time>)")
+    tu.add_argument("--storage", help="Tune's storage_path (default --out): shared folder or s3://bucket/path")
+    tu.add_argument("--resume", action="store_true", help="continue the interrupted sweep --name")
+    tu.add_argument("--num-cpus", type=int, help="embedded Ray: CPUs to use (default: all)")
+    tu.add_argument("--cpus-per-trial", type=float, default=1)
+    tu.add_argument("--gpus-per-trial", type=float, default=0)
+    tu.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
+    tu.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its checkpoint")
+    tu.add_argument("--grace-period", type=int, default=1, help="asha: evaluations before a trial can be stopped")
+    tu.set_defaults(func=cmd_tune)
+
     x = nouns.add_parser("export", help="export a run's or checkpoint's deterministic policy to ONNX or TorchScript",
                          description="Writes policy.onnx or policy.pt (observations as the env gives them -> actions "
                                      "in the env's bounds, normalisation included) and policy.json (spaces, SHA-256, "
@@ -418,6 +487,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="robot config file, e.g. robot_configs/sim_widowx_tabletop_push.yaml")
     r.add_argument("--connect", action="store_true", help="connect, read one observation, disconnect")
     r.set_defaults(func=cmd_robot_check)
+
+    pre = nouns.add_parser("pretrain", help="reward-free pretraining of reusable components").add_subparsers(
+        dest="verb", required=True)
+    g = pre.add_parser("gfn", help="OC-GFN: outcome-conditioned GFlowNet pretraining (minutes)",
+                       description="Trains an outcome-conditioned GFlowNet (OC-GFN) reward-free on a GFlowNet DAG, "
+                                   "with a GAFN/RND explorer supplying hindsight-relabelled outcomes, and writes a "
+                                   "checkpoint folder. Adapt it with `rlpt train agents/gfn/<task>.yaml "
+                                   "config.pretrained=CKPT`. See docs/gfn.md.")
+    g.add_argument("--env", choices=("hypergrid", "bitseq"), default="hypergrid")
+    g.add_argument("--dim", type=int, default=2, help="hypergrid dimension D")
+    g.add_argument("--side", type=int, default=16, help="hypergrid side H")
+    g.add_argument("--length", type=int, default=12, help="bitseq length n")
+    g.add_argument("--word", type=int, default=4, help="bitseq bits per step k")
+    g.add_argument("--steps", type=int, default=3000, help="training iterations")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--failure", default="trajectory", choices=("trajectory", "teleport", "terminal", "drop"),
+                   help="how failed trajectories enter the loss (docs/gfn.md)")
+    g.add_argument("--eval-every", type=int, default=500, help="iterations between exact success-rate checks")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, default=1, help="torch threads")
+    g.add_argument("--out", required=True, help="checkpoint folder")
+    g.set_defaults(func=cmd_pretrain_gfn)
 
     q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
                          description="Makes (or reuses) a hopper dataset, then runs the pipeline end to end and "

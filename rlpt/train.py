@@ -45,6 +45,7 @@ class Recipe:
     env_options: dict[str, Any] = field(default_factory=dict)
     ref_scores: list[float] | None = None  # [random, expert] returns for normalized scores when the dataset has none
     video_steps: int = 300  # length of the final policy's mp4 (0: no video)
+    pretrained: str | None = None  # a pretraining checkpoint, passed to agents whose config has `pretrained`
     # A learned reward for online training (rlpt.rewards.factory): {"model": {"type": ..., ...}, wrapper keys
     # (mode, scale, offset, fallback, terminate_on_success, camera, image_size), "offline": how the dataset's
     # rewards are made: "keep" | "success" (ground-truth success labels of the demos) | "model" (relabel)}.
@@ -201,7 +202,13 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     else:
         if resume is not None:
             print(f"{run.path} holds no checkpoint yet; starting it from scratch")
-        config = agent_cls.config_class.from_dict({"seed": recipe.seed, **recipe.config}, source=recipe.name)
+        cfg_dict = {"seed": recipe.seed, **recipe.config}
+        if recipe.pretrained is not None:
+            if "pretrained" not in {f.name for f in dataclasses.fields(agent_cls.config_class)}:
+                raise ConfigError(f"{recipe.name}: pretrained={recipe.pretrained} was given but agent "
+                                  f"'{recipe.agent}' takes no pretrained checkpoint")
+            cfg_dict["pretrained"] = recipe.pretrained
+        config = agent_cls.config_class.from_dict(cfg_dict, source=recipe.name)
         agent = config.create(env.observation_space, env.action_space)
         if dataset is not None and hasattr(agent, "set_dataset_stats"):
             agent.set_dataset_stats(dataset)

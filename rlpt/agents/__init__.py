@@ -11,3 +11,7 @@ __all__ = ["AGENT_REGISTRY", "BC", "Agent", "AgentConfig", "BCConfig", "CalQL", 
 from rlpt.agents.unio4 import UniO4, UniO4Config  # noqa: E402  (registers "unio4")
 
 __all__ += ["UniO4", "UniO4Config"]
+import rlpt.gfn  # noqa: E402, F401, I001  (registers the "gfn" agent and the rlpt/HyperGrid-v0, rlpt/BitSeq-v0 env ids)
+from rlpt.agents.rllib import RLlibPPO, RLlibSAC  # noqa: E402  (registers rllib_ppo / rllib_sac; imports Ray lazily)
+
+__all__ += ["RLlibPPO", "RLlibSAC"]
