@@ -92,15 +92,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{where}: override '{key}': '{p}' is not a section")
-        node[parts[-1]] = value
+        try:
+            set_dotted(data, key, yaml.safe_load(raw) if raw else None)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     return data
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """`data[a][b][c] = value` for `key="a.b.c"` (sections created as needed)."""
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{p}' is not a section")
+    node[parts[-1]] = value
 
 
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:

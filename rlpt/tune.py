@@ -45,7 +45,7 @@ from typing import Any
 import yaml
 
 from rlpt.errors import ConfigError, RlptError
-from rlpt.train import Recipe, apply_overrides, find_recipe
+from rlpt.train import Recipe, apply_overrides, find_recipe, set_dotted
 from rlpt.utils import read_yaml
 
 SPACE_TYPES: dict[str, tuple[str, ...]] = {
@@ -195,17 +195,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
     return v
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """`data[a][b][c] = value` for `key="a.b.c"` (sections created as needed)."""
-    node = data
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{key}': '{p}' is not a section")
-    node[parts[-1]] = value
 
 
 def recipe_data(recipe: str, overrides: list[str] = ()) -> tuple[dict[str, Any], str]:
