@@ -32,6 +32,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def replace_dir(staging: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the finished folder `staging` to `path`, replacing any folder there (old one renamed aside, then
+    removed), so a crash never leaves `path` half-written."""
+    import shutil
+
+    staging, path = Path(staging), Path(path)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, path)
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` on a temp file beside `path`, then rename it into place.
 

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlpt.errors import CheckpointError, ConfigError
-from rlpt.utils import resolve_device, to_jsonable
+from rlpt.utils import replace_dir, resolve_device, to_jsonable
 
 #: A callback gets `(step, metrics)` after each logged step; returning False stops training (as in SB3).
 Callback = Callable[[int, dict[str, Any]], "bool | None"]
@@ -183,14 +183,7 @@ class Agent:
                     "observation_space": space_to_dict(self.observation_space),
                     "action_space": space_to_dict(self.action_space), "rlpt_version": _version()}
             (tmp / "agent.json").write_text(json.dumps(meta, indent=2))
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            replace_dir(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return path

@@ -50,6 +50,7 @@ from torch import nn
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
 from rlpt.agents.common import run_callbacks
 from rlpt.errors import ConfigError, RlptError
+from rlpt.utils import replace_dir
 
 #: Name of rlpt's env creator in Ray's registry (`tune.register_env`).
 RLLIB_ENV_NAME = "rlpt"
@@ -369,14 +370,7 @@ class RLlibAgent(Agent):
                         pickle.dump(buf.get_state(), f, protocol=pickle.HIGHEST_PROTOCOL)
             elif self._restore_from is not None and self._restore_from.exists():
                 shutil.copytree(self._restore_from, rllib_dir)  # loaded, not trained since: keep its state
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(staging, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, path)
+            replace_dir(staging, path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return path
