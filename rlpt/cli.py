@@ -316,6 +316,109 @@ def cmd_pretrain_gfn(args) -> int:
     return 0
 
 
+def cmd_pretrain_contextwm(args) -> int:
+    import torch
+
+    from rlpt.pretrain.contextwm import WorldModelConfig, pretrain, read_meta
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("image_size", args.image_size),
+                                   ("seq_len", args.seq_len), ("lr", args.lr)) if v is not None}
+    if args.plain:
+        overrides["contextual"] = False
+    out = Path(args.out or f"runs/contextwm__{args.preset}{'-plain' if args.plain else ''}__seed{args.seed}")
+    if args.resume and ((out / "checkpoints" / "latest").exists() or (out / "contextwm.json").exists()):
+        config = WorldModelConfig.from_dict(read_meta(out)["config"], source=f"{out} (resumed)")  # the run's own
+        if overrides or args.preset != "cpu-small":
+            print(f"resuming {out} with its saved config (preset {config.name!r}); --preset, --plain and size "
+                  "options are ignored")
+    else:
+        config = WorldModelConfig.preset(args.preset, **overrides)
+    t0 = time.time()
+    out = pretrain(args.videos if len(args.videos) > 1 else args.videos[0], config, steps=args.steps, out_dir=out,
+                   seed=args.seed, resume=args.resume, device=args.device, stride=args.stride,
+                   log_every=args.log_every, checkpoint_every=args.checkpoint_every, quiet=args.quiet or None)
+    summary = json.loads((out / "summary.json").read_text())
+    final = summary["final"]
+    kind = "ContextWM" if config.contextual else "plain WM"
+    print(f"wrote {out}: {kind} ({config.name}, {config.image_size}x{config.image_size}) {summary['steps']} steps in "
+          f"{time.time() - t0:.0f}s ({summary['updates_per_s']:.2f} updates/s), image mse "
+          f"{final.get('train/image_mse', float('nan')):.5f}, kl {final.get('train/kl', float('nan')):.2f}. "
+          f"Fine-tune with `rlpt train agents/contextwm/<task>.yaml pretrained={out}`")
+    return 0
+
+
+def cmd_pretrain_vptr(args) -> int:
+    import torch
+
+    from rlpt.pretrain.vptr import ICVFConfig, pretrain, read_meta
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("image_size", args.image_size),
+                                   ("clip_len", args.clip_len), ("stride", args.stride), ("lr", args.lr))
+                 if v is not None}
+    out = Path(args.out)
+    if args.resume and ((out / "checkpoints" / "latest").exists() or (out / "vptr.json").exists()):
+        saved = read_meta(args.out)  # the run's own config wins on resume
+        config = ICVFConfig.from_dict(saved["config"], source=f"{args.out} (resumed)")
+        if overrides or args.preset != "cpu-small":
+            print(f"resuming {args.out} with its saved config (preset {config.name!r}); --preset and size options "
+                  "are ignored")
+    else:
+        config = ICVFConfig.preset(args.preset, **overrides)
+    t0 = time.time()
+    out = pretrain(args.videos if len(args.videos) > 1 else args.videos[0], config, steps=args.steps,
+                   out_dir=args.out, seed=args.seed, resume=args.resume, device=args.device,
+                   log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                   quiet=args.quiet or None)
+    summary = json.loads((out / "summary.json").read_text())
+    order = summary["final"].get("eval/value_order")
+    print(f"wrote {out}: ICVF ({config.name}) {summary['steps']} steps in {time.time() - t0:.0f}s "
+          f"({summary['updates_per_s']:.1f} updates/s), encoder out_dim {summary['encoder_out_dim']}"
+          + (f", value order on held-out clips {order:.2f}" if order is not None else "")
+          + f". Use it: rlpt train agents/vptr/tabletop-push.yaml pretrained={out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- video
+def cmd_video_render(args) -> int:
+    from rlpt.data.video_render import render_videos
+
+    t0 = time.time()
+    manifest = render_videos(args.out, domains=args.domains, clips=args.clips, frames=args.frames, size=args.size,
+                             seed=args.seed, texture_seeds=args.texture_seeds, force=args.force,
+                             quiet=args.quiet or None)
+    mb = sum(f.stat().st_size for f in manifest.parent.rglob("*") if f.is_file()) / 2**20
+    print(f"wrote {manifest}: {args.clips} clips x {args.frames} frames at {args.size}x{args.size} "
+          f"({mb:.1f} MB) in {time.time() - t0:.0f}s")
+    return 0
+
+
+def cmd_video_info(args) -> int:
+    from rlpt.data.video import open_videos
+
+    clips = open_videos(args.path, clip_len=args.clip_len, stride=args.stride, probe="all")
+    info = clips.describe()
+    if args.write_manifest:
+        info["manifest"] = str(clips.write_manifest(args.write_manifest))
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"{args.path}: {info['videos']} usable videos, {info['skipped']} skipped"
+          + (f" ({', '.join(f'{n} {k}' for k, n in info['skipped_by_reason'].items())})" if info["skipped"] else ""))
+    print(f"frames per video: min {info['frames_min']}, mean {info['frames_mean']}, max {info['frames_max']}; "
+          f"total {info['frames_total']}; kinds: {info['kinds']}")
+    if "domains" in info:
+        print("domains: " + ", ".join(f"{k} {n}" for k, n in info["domains"].items()))
+    for row in info.get("skipped_examples", []):
+        print(f"  skipped {row['path']}: {row['reason']}")
+    if "manifest" in info:
+        print(f"wrote {info['manifest']}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- quickstart
 def cmd_quickstart(args) -> int:
     from rlpt.quickstart import quickstart
@@ -509,6 +612,113 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="torch threads")
     g.add_argument("--out", required=True, help="checkpoint folder")
     g.set_defaults(func=cmd_pretrain_gfn)
+    cw = pre.add_parser(
+        "contextwm", help="ContextWM: action-free world-model pretraining on videos (minutes to hours)",
+        description="Trains a contextualized world model (ResNet encoder, action-free DreamerV2 RSSM with discrete "
+                    "latents, decoder cross-attending to a masked context frame of each clip; --plain: no context) "
+                    "on clips of action-free video, and writes a run folder: config.yaml, metrics.csv/jsonl "
+                    "(train/loss, train/image_mse, train/kl, perf/updates_per_s), tb/, checkpoints/ (resumable "
+                    "with --resume) and, at the end, contextwm.json + model.safetensors + summary.json. Fine-tune "
+                    "it with `rlpt train agents/contextwm/<task>.yaml pretrained=OUT`. Time: the cpu-small preset "
+                    "(32x32, batch 16 x 16) runs a few updates/s on 2 CPU cores (see "
+                    "benchmarks/results/contextwm_speed.json), so 2000 steps take about 10 minutes; the paper "
+                    "preset (64x64, depth 48, batch 16 x 25) takes tens of seconds per update on a CPU: use a GPU.")
+    cw.add_argument("--videos", nargs="+", required=True,
+                    help="video folder(s), frame folders, SSv2/Ego4D-style list files or a `rlpt video render` "
+                         "manifest.jsonl (e.g. video_data/sample)")
+    cw.add_argument("--preset", default="cpu-small", choices=("paper", "cpu-small", "tiny"))
+    cw.add_argument("--steps", type=int, default=2000, help="total updates (a resumed run continues to it)")
+    cw.add_argument("--plain", action="store_true", help="plain world model: no context encoder or cross-attention")
+    cw.add_argument("--out", help="output run folder (default runs/contextwm__<preset>[-plain]__seed<k>)")
+    cw.add_argument("--batch-size", type=int, help="override the preset's clips per batch")
+    cw.add_argument("--seq-len", type=int, help="override the preset's frames per clip")
+    cw.add_argument("--image-size", type=int, help="override the preset's frame size")
+    cw.add_argument("--lr", type=float, help="override the preset's learning rate")
+    cw.add_argument("--stride", type=int, default=1, help="frame step inside a clip")
+    cw.add_argument("--seed", type=int, default=0)
+    cw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    cw.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    cw.add_argument("--log-every", type=int, default=50)
+    cw.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints "
+                                                                       "(also one every 10 minutes)")
+    cw.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    cw.set_defaults(func=cmd_pretrain_contextwm)
+    vp = pre.add_parser(
+        "vptr", help="V-PTR phase 1: ICVF value pretraining of an image encoder on action-free video (minutes)",
+        description="Trains an intention-conditioned value function V(s, s+, z) (ICVF: ResNet encoder + multilinear "
+                    "heads) by expectile TD learning on clips of action-free video (consecutive frames are "
+                    "transitions; outcomes and intents are the current, a later or a random frame), and writes a "
+                    "run folder: config.yaml, metrics.csv/jsonl (train/loss, eval/value_order), checkpoints/ "
+                    "(resumable with --resume) and, at the end, vptr.json + model.safetensors + encoder.json. "
+                    "Agents load the encoder with `rlpt train agents/vptr/tabletop-push.yaml pretrained=OUT`. "
+                    "Time: the cpu-small preset (32x32) ran 6-9 updates/s with --threads 1 on a shared 2-core "
+                    "CPU (video decoding included), so 3000 steps take 6-8 minutes; the paper preset (64x64, "
+                    "depth 48) needs a GPU for its 1M steps.")
+    vp.add_argument("--videos", nargs="+", required=True,
+                    help="video folder(s), frame folders, list files or a `rlpt video render` manifest.jsonl")
+    vp.add_argument("--steps", type=int, default=3000, help="total gradient steps (a resumed run continues to it)")
+    vp.add_argument("--out", required=True, help="output run folder")
+    vp.add_argument("--preset", default="cpu-small", choices=("paper", "cpu-small", "tiny"))
+    vp.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    vp.add_argument("--image-size", type=int, help="override the preset's frame size")
+    vp.add_argument("--clip-len", type=int, help="override the preset's clip length (frames)")
+    vp.add_argument("--stride", type=int, help="frames skipped between clip frames")
+    vp.add_argument("--lr", type=float, help="override the preset's learning rate")
+    vp.add_argument("--seed", type=int, default=0)
+    vp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    vp.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    vp.add_argument("--log-every", type=int, default=50)
+    vp.add_argument("--eval-every", type=int, default=500, help="steps between value-order checks")
+    vp.add_argument("--checkpoint-every", type=int, default=500)
+    vp.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    vp.set_defaults(func=cmd_pretrain_vptr)
+
+    vid = nouns.add_parser("video", help="render and inspect video sets for video pretraining").add_subparsers(
+        dest="verb", required=True)
+    v = vid.add_parser(
+        "render", help="render randomized-appearance simulator clips (mp4 + manifest; ~1-2 min per 100 x 50 frames)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Renders in-the-wild-style clips for action-free video pretraining (ContextWM, V-PTR) from\n"
+                    "dm_control domains (OU-noise or sinusoidal actions) and rlpt's tabletop (scripted, noisy or\n"
+                    "random arm; tabletop-hand-push: a mocap hand instead of the arm), with randomized skybox and\n"
+                    "floor textures (MuJoCo procedural builtins, random colours), floor reflectance, body colours,\n"
+                    "lighting and camera jitter. Domains are used in turn; clip i's looks come from a texture seed\n"
+                    "drawn from --texture-seeds, its behaviour from (--seed, i); the same arguments give the same\n"
+                    "files.\n\n"
+                    "Held-out appearance: render the pretraining set with one texture-seed range (default 0:1000)\n"
+                    "and evaluate transfer on clips or env textures from a disjoint range (e.g. 1000:1100), so the\n"
+                    "test looks were never seen in pretraining.\n\n"
+                    "Writes OUT/manifest.jsonl (per clip: path, frames, fps, domain, task, texture_seed,\n"
+                    "behaviour, camera, states), OUT/<domain>/<clip>.mp4, OUT/<domain>/<clip>.states.npy (true\n"
+                    "qpos, qvel and mocap positions per frame, for linear probes) and OUT/render.json. Read it\n"
+                    "with rlpt.data.video.open_videos(OUT). Time: about 3-25 ms per frame on one CPU core\n"
+                    "(reflective floors are the slow case), e.g. 80 clips x 50 frames at 64x64 in about 1 min.")
+    v.add_argument("--out", required=True, help="output folder (replaced only with --force)")
+    v.add_argument("--domains", nargs="+", default=["cheetah", "walker", "hopper", "finger", "tabletop-push",
+                                                     "tabletop-hand-push"],
+                   help="dm_control domains (cheetah, walker, hopper, finger, reacher, cartpole, ... or domain-task), "
+                        "tabletop-<task> (push, reach, pick-place, drawer-open, ...), tabletop-hand-push")
+    v.add_argument("--clips", type=int, default=100, help="number of clips (domains in turn)")
+    v.add_argument("--frames", type=int, default=50, help="frames per clip")
+    v.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    v.add_argument("--seed", type=int, default=0, help="behaviour and initial-state seed")
+    v.add_argument("--texture-seeds", default="0:1000", metavar="A:B",
+                   help="range of appearance seeds, B exclusive (default 0:1000); use a disjoint range for "
+                        "held-out looks")
+    v.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    v.set_defaults(func=cmd_video_render)
+    v = vid.add_parser("info", help="count the usable and skipped videos of a video source (seconds)",
+                       description="Opens a folder of videos or frame folders, an SSv2/Ego4D-style list file or a "
+                                   "manifest.jsonl as rlpt.data.video.open_videos does, reads every frame count, "
+                                   "and prints the usable videos, frames per video, domains and the skipped videos "
+                                   "with reasons. About 2 ms per video file. With --write-manifest also writes a "
+                                   "manifest.jsonl of the usable videos so later opens need no probing.")
+    v.add_argument("path", help="folder, list file, manifest.jsonl or video file")
+    v.add_argument("--clip-len", type=int, default=25, help="clip length the videos must cover")
+    v.add_argument("--stride", type=int, default=1)
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.add_argument("--write-manifest", metavar="FILE", help="write a manifest.jsonl of the usable videos")
+    v.set_defaults(func=cmd_video_info)
 
     q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
                          description="Makes (or reuses) a hopper dataset, then runs the pipeline end to end and "

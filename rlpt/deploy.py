@@ -48,10 +48,12 @@ def deploy(policy: str | os.PathLike, robot: str | os.PathLike, *, episodes: int
             for ep in range(episodes):
                 obs, _ = env.reset()
                 total, steps, done, info = 0.0, 0, False, {}
-                success = False
+                success, state, first = False, None, True  # recurrent agents (ContextWM) carry a latent state
                 t0 = time.perf_counter()
                 while not done:
-                    action, _ = agent.predict(obs, deterministic=deterministic)
+                    action, state = agent.predict(obs, state=state, episode_start=np.array([first]),
+                                                  deterministic=deterministic)
+                    first = False
                     obs, r, term, trunc, info = env.step(action)
                     total, steps = total + float(r), steps + 1
                     success |= bool(info.get("success", False))

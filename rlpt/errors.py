@@ -42,6 +42,10 @@ class DatasetValueError(DatasetError, ValueError):
     """An array holds NaN or inf values, or values outside their valid range."""
 
 
+class VideoDataError(DatasetError):
+    """A video source (folder, list file, manifest) is malformed or holds no usable video (`rlpt.data.video`)."""
+
+
 class CheckpointError(RlptError):
     """A checkpoint is missing, incomplete or from an incompatible version."""
 

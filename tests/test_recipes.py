@@ -40,7 +40,7 @@ def create(recipe, config):
         env.close()
 
 
-METHOD_AGENTS = {"robofume": "calql", "kagi": "calql"}
+METHOD_AGENTS = {"robofume": "calql", "kagi": "calql", "vptr": "calql"}
 
 
 def test_recipes_exist():

@@ -15,3 +15,6 @@ import rlpt.gfn  # noqa: E402, F401, I001  (registers the "gfn" agent and the rl
 from rlpt.agents.rllib import RLlibPPO, RLlibSAC  # noqa: E402  (registers rllib_ppo / rllib_sac; imports Ray lazily)
 
 __all__ += ["RLlibPPO", "RLlibSAC"]
+from rlpt.agents.contextwm import ContextWM, ContextWMConfig  # noqa: E402  (registers "contextwm")
+
+__all__ += ["ContextWM", "ContextWMConfig"]

@@ -129,6 +129,7 @@ class UniO4Config(AgentConfig):
     online_lr_decay_steps: int = 3_000_000  # [paper] max_train_steps (linear decay to 0)
     online_reward_scale: float = 1.0  # [ours] constant; the original uses "number" (x0.1) or "dynamic" per task
     # --- image observations
+    pretrained: str | None = None  # [ours] image encoder folder (`rlpt pretrain vptr` output); also `encoder=`
     freeze_encoder: bool = True  # [ours] a trainable encoder learns from the Q loss offline and V loss online
 
     @property
@@ -222,6 +223,10 @@ class UniO4(Agent):
             raise ConfigError(f"UniO4Config phase steps must be >= 0, got {config.phase_lengths()}")
         obs_shape = tuple(observation_space.shape or ())
         is_image = np.dtype(observation_space.dtype) == np.uint8 and len(obs_shape) >= 3
+        if encoder is None and config.pretrained is not None:
+            from rlpt.nets.icvf import load_encoder
+
+            encoder = load_encoder(config.pretrained)
         if is_image and encoder is None:
             raise ConfigError(f"UniO4 on image observations {obs_shape} needs a pretrained encoder: "
                               "config.create(obs_space, act_space, encoder=enc)")

@@ -4,7 +4,10 @@ Locomotion names follow D4RL with Gymnasium v5 envs: `<env>-<kind>-v5` with env 
 walker2d and kind in random, medium, expert, medium-replay, medium-expert (see `rlpt.data.behavior`
 for how each behaviour policy is chosen). Tabletop names: `tabletop-<task>-<kind>` with kind
 `scripted` (the scripted controller, mostly successes) or `noisy` (the same with Gaussian action
-noise: successes and failures); add `--images` for camera frames.
+noise: successes and failures); add `--images` for camera frames beside the states, or end the name with
+`-pixels<S>` (e.g. `tabletop-push-noisy-pixels32`) for a dataset whose observations ARE the front camera's
+uint8 (S, S, 3) frames (the env's `pixels: true, image_size: S` observations; the state is kept in
+`infos/state`), which image agents train on.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class DatasetName:
     env: str  # "hopper" / "push"
     kind: str
     name: str
+    pixels: int = 0  # tabletop: observations are uint8 (pixels, pixels, 3) frames; 0: state vectors
 
 
 def parse_name(name: str) -> DatasetName:
@@ -44,9 +48,9 @@ def parse_name(name: str) -> DatasetName:
     m = re.fullmatch(r"(hopper|halfcheetah|walker2d)-(random|medium-replay|medium-expert|medium|expert)-v5", name)
     if m:
         return DatasetName("locomotion", m.group(1), m.group(2), name)
-    m = re.fullmatch(r"tabletop-([a-z-]+?)-(scripted|noisy)", name)
+    m = re.fullmatch(r"tabletop-([a-z-]+?)-(scripted|noisy)(?:-pixels(\d+))?", name)
     if m:
-        return DatasetName("tabletop", m.group(1), m.group(2), name)
+        return DatasetName("tabletop", m.group(1), m.group(2), name, int(m.group(3) or 0))
     raise ConfigError(f"unknown dataset name '{name}'; expected one of: " + ", ".join(available_names()))
 
 
@@ -56,6 +60,7 @@ def available_names() -> list[str]:
         from rlpt.envs.tabletop import TASKS
 
         names += [f"tabletop-{t}-{k}" for t in TASKS for k in TABLETOP_KINDS]
+        names.append("tabletop-<task>-<kind>-pixels<S> (image observations)")
     except ImportError:
         pass
     return names
@@ -149,6 +154,10 @@ def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: i
     from rlpt.runs import progress
 
     spec = parse_name(name)
+    if spec.pixels:  # observations are the camera frames: record them, then swap them in below
+        if spec.pixels < 8 or spec.pixels > 512:
+            raise ConfigError(f"dataset {name!r}: pixels{spec.pixels} must be an image size in [8, 512]")
+        images, image_size = True, spec.pixels
     t0 = time.time()
     meta: dict = {"name": name, "seed": seed, "rlpt_version": __version__, "source": f"rlpt data make {name}"}
     if spec.family == "locomotion":
@@ -189,7 +198,8 @@ def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: i
 
         plan = [(f"scripted(noise={noise})", batched, size)]
         meta.update(env_id=f"tabletop/{task}", kind=spec.kind, action_noise=noise, images=images,
-                    image_size=image_size if images else None, camera=camera)
+                    image_size=image_size if images else None, camera=camera,
+                    observations="pixels" if spec.pixels else "state")
         probe.close()
 
     rec = _Recorder(env_fn, n_envs, seed, images=images)
@@ -204,6 +214,9 @@ def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: i
             rec.run(policy, n, progress=bar)
     meta["generation_seconds"] = round(time.time() - t0, 2)
     ds = rec.dataset(meta)
+    if spec.pixels:  # frames become the observations; successors are the next rows within each episode
+        ds = Dataset(observations=ds.images, actions=ds.actions, rewards=ds.rewards, terminals=ds.terminals,
+                     timeouts=ds.timeouts, infos={**ds.infos, "state": ds.observations}, metadata=ds.metadata)
     ds.metadata["content_hash"] = ds.content_hash()
     if spec.family == "tabletop":
         ds.metadata["success_rate"] = float(np.mean([ep_success(ds, s, e) for s, e in

@@ -47,12 +47,47 @@ class EvalResult:
 
 
 def as_policy(policy: Any, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    """Accept an rlpt Agent or SB3 model (anything with `predict`) or a plain callable `obs -> action`."""
+    """Accept an rlpt Agent or SB3 model (anything with `predict`) or a plain callable `obs -> action`.
+
+    When `predict` takes SB3's `state` and `episode_start` arguments, the returned callable carries the
+    recurrent state from one call to the next and flags the first step after each `reset()` (recurrent
+    agents such as ContextWM/Dreamer or SB3's RecurrentPPO); feed-forward agents ignore both.
+    """
     if hasattr(policy, "predict"):
+        if _takes_recurrent_state(policy.predict):
+            return _RecurrentPolicy(policy, deterministic)
         return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
     if callable(policy):
         return policy
     raise TypeError(f"cannot evaluate {type(policy).__name__}: expected an object with predict() or a callable")
+
+
+def _takes_recurrent_state(predict: Callable) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(predict).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"state", "episode_start"} <= set(params)
+
+
+class _RecurrentPolicy:
+    """`obs -> action` over `predict(obs, state, episode_start)`; `reset()` marks the next call as an episode start."""
+
+    def __init__(self, policy: Any, deterministic: bool):
+        self.policy, self.deterministic = policy, deterministic
+        self.reset()
+
+    def reset(self) -> None:
+        self.state: Any = None
+        self.episode_start = True
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        action, self.state = self.policy.predict(obs, state=self.state, episode_start=np.array([self.episode_start]),
+                                                 deterministic=self.deterministic)
+        self.episode_start = False
+        return action
 
 
 def evaluate(policy: Any, env: str | gym.Env, episodes: int = 10, *, seed: int = 0, deterministic: bool = True,
@@ -77,6 +112,8 @@ def evaluate(policy: Any, env: str | gym.Env, episodes: int = 10, *, seed: int =
     try:
         for ep in range(episodes):
             obs, info = env.reset(seed=seed + ep)
+            if isinstance(act, _RecurrentPolicy):  # a recurrent policy starts each episode from a fresh state
+                act.reset()
             total, steps, success, done = 0.0, 0, False, False
             record = video_path is not None and ep == 0
             while not done:

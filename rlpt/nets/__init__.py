@@ -1,6 +1,9 @@
 """Network building blocks shared by agents and pretraining (no training logic lives here)."""
 
+from rlpt.nets.conv import ContextEncoder, ResNetDecoder, ResNetEncoder, preprocess
 from rlpt.nets.mlp import MLP, GaussianMLPActor, TanhGaussianActor
 from rlpt.nets.normalizer import ObsNormalizer
+from rlpt.nets.rssm import RSSM
 
-__all__ = ["GaussianMLPActor", "MLP", "ObsNormalizer", "TanhGaussianActor"]
+__all__ = ["ContextEncoder", "GaussianMLPActor", "MLP", "ObsNormalizer", "RSSM", "ResNetDecoder", "ResNetEncoder",
+           "TanhGaussianActor", "preprocess"]

@@ -1,0 +1,369 @@
+"""V-PTR: ICVF pretraining on video (rlpt.pretrain.vptr, rlpt.nets.icvf) and its encoder in Cal-QL / Uni-O4.
+
+The fast ICVF sanity check (the learned value orders states by distance to the goal) runs on a 1-D chain of
+one-hot states with passive random-walk "video"; the pixel parts run on tiny synthetic clips (a square
+sweeping across a 16x16 frame) and a 16x16 point-reaching env, so nothing here needs MuJoCo except the
+pixel-dataset check.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlpt.agents import CalQLConfig
+from rlpt.agents.unio4 import UniO4Config
+from rlpt.data.dataset import Dataset
+from rlpt.errors import CheckpointError, ConfigError, DatasetDtypeError, DatasetShapeError, RunError
+from rlpt.nets.icvf import FlatEncoder, MultilinearHead, load_encoder, save_encoder
+from rlpt.pretrain.vptr import (
+    ArrayClips,
+    ICVFConfig,
+    ICVFLearner,
+    build_icvf,
+    expectile_weights,
+    icvf_batch,
+    icvf_loss,
+    load_icvf,
+    pretrain,
+    rank_correlation,
+    read_meta,
+)
+
+S = 16  # frame side of the pixel tests (ResNetEncoder with res_depth 1: 4x4 final maps)
+
+
+def sweep_clips(n: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 episodes (n, length, S, S, 3): a 3x3 white square moving one pixel per frame, bouncing at the edges."""
+    out = np.zeros((n, length, S, S, 3), np.uint8)
+    for i in range(n):
+        y, x, d = rng.integers(0, S - 3), rng.integers(0, S - 3), rng.choice([-1, 1])
+        for t in range(length):
+            out[i, t, y:y + 3, x:x + 3] = 255
+            if not 0 <= x + d <= S - 3:
+                d = -d
+            x += d
+    return out
+
+
+def tiny_config(**overrides) -> ICVFConfig:
+    return ICVFConfig.preset("tiny", **overrides)
+
+
+# ------------------------------------------------------------------------------------------ sampling and loss
+def test_goal_and_intent_sampling_follows_the_reference_proportions():
+    cfg = ICVFConfig.preset("tiny")
+    clips = np.arange(64 * 50, dtype=np.float32).reshape(64, 50, 1)  # every frame holds its own id
+    b = icvf_batch(clips, np.random.default_rng(0), cfg, batch_size=40_000)
+    own, t = b["clip"], b["t"]
+    assert t.min() >= 0 and t.max() == 48  # a transition needs a successor frame
+    np.testing.assert_array_equal(b["observations"][:, 0], clips[own, t, 0])
+    np.testing.assert_array_equal(b["next_observations"][:, 0], clips[own, t + 1, 0])
+    # intents: current frame 0.2, a later frame of the same clip 0.5, a random frame 0.3 (GCSDataset)
+    zc, zf = b["intent_clip"], b["intent_frame"]
+    current = (zc == own) & (zf == t)
+    later = (zc == own) & (zf > t)
+    assert abs(current.mean() - 0.2) < 0.02
+    assert abs(later.mean() - 0.5) < 0.02
+    assert abs((zc != own).mean() - 0.3 * 63 / 64) < 0.02
+    assert ((zc == own) & (zf < t)).mean() < 0.01  # "later" never goes back; only random picks of the own clip do
+    # outcomes: equal to the intent with p_samegoal = 0.5 (plus independent coincidences)
+    same = (b["goal_clip"] == zc) & (b["goal_frame"] == zf)
+    assert 0.5 < same.mean() < 0.6
+    # rewards 0 and mask 0 exactly at the goal, -1 and 1 elsewhere
+    at_goal = (b["goal_clip"] == own) & (b["goal_frame"] == t)
+    np.testing.assert_array_equal(b["rewards"], np.where(at_goal, 0.0, -1.0))
+    np.testing.assert_array_equal(b["masks"], np.where(at_goal, 0.0, 1.0))
+    np.testing.assert_array_equal(b["desired_rewards"], np.where(current, 0.0, -1.0))
+    np.testing.assert_array_equal(b["goals"][:, 0], clips[b["goal_clip"], b["goal_frame"], 0])
+
+
+def test_expectile_weights_and_multilinear_form():
+    adv = torch.tensor([-2.0, -1e-6, 0.0, 3.0])
+    np.testing.assert_allclose(expectile_weights(adv, 0.9).numpy(), [0.1, 0.1, 0.9, 0.9], rtol=1e-6)
+    torch.manual_seed(0)
+    head = MultilinearHead(5, hidden=(8, 6))
+    fs, fg, fz = torch.randn(3, 4, 5).unbind(0)
+    info = head.info(fs, fg, fz)
+    # brute force: V = (A diag(T(z)) phi(s) + a)^T (B diag(T(z)) psi(g) + b)
+    a_w, a_b, b_w, b_b = head.matrix_a.weight, head.matrix_a.bias, head.matrix_b.weight, head.matrix_b.bias
+    tz = head.t_net(head.psi_net(fz))
+    brute = [(a_w @ torch.diag(tz[i]) @ head.phi_net(fs)[i] + a_b) @ (b_w @ torch.diag(tz[i]) @ head.psi_net(fg)[i]
+                                                                       + b_b) for i in range(4)]
+    torch.testing.assert_close(info["v"], torch.stack(brute))
+    assert info["phi"].shape == (4, 6)
+
+
+def test_icvf_loss_decreases_on_tiny_video():
+    """With the target held fixed, Adam on the ICVF loss of a fixed batch of tiny video frames drives it down."""
+    torch.manual_seed(0)
+    cfg = tiny_config(lr=3e-3)
+    learner = ICVFLearner(cfg, device="cpu")
+    clips = ArrayClips(sweep_clips(16, 12, np.random.default_rng(0)), cfg.clip_len).sample(16, np.random.default_rng(1))
+    batch = learner.tensors(icvf_batch(clips, np.random.default_rng(2), cfg, batch_size=32))
+    losses = []
+    for _ in range(60):
+        loss, metrics = icvf_loss(learner.value, learner.target, batch, cfg)
+        learner.optimizer.zero_grad()
+        loss.backward()
+        learner.optimizer.step()
+        losses.append(loss.item())
+    assert np.isfinite(losses).all() and metrics["reward_mean"] < 0
+    assert losses[-1] < 0.3 * losses[0]
+
+
+@pytest.mark.slow  # ~10 s of CPU (500 updates at batch 256)
+def test_icvf_on_a_chain_orders_states_by_distance_to_the_goal():
+    """State-based ICVF sanity check: after TD learning on passive random walks of a 7-state chain (no actions),
+    V(s, g, z=g) ranks states by their distance to g (Spearman), which the untrained value does not."""
+    n, rng = 7, np.random.default_rng(0)
+    torch.manual_seed(0)
+    pos = np.zeros((100, 40), int)
+    pos[:, 0] = rng.integers(0, n, 100)
+    for t in range(1, 40):
+        pos[:, t] = np.clip(pos[:, t - 1] + rng.choice([-1, 1], 100), 0, n - 1)
+    episodes = np.eye(n, dtype=np.float32)[pos]  # (100, 40, n) one-hot states
+    cfg = ICVFConfig(name="chain", encoder="FlatEncoder", encoder_kwargs={"in_dim": n}, hidden=(64, 64),
+                     batch_size=256, clip_len=16, lr=3e-3, adam_eps=1e-8, tau=0.1, discount=0.8)
+    learner = ICVFLearner(cfg, device="cpu")
+
+    def order() -> tuple[list[float], bool]:
+        states, out, peaks = torch.eye(n), [], []
+        with torch.no_grad():
+            for g in range(n):
+                goal = states[g].expand(n, n)
+                v = learner.value(states, goal, goal).mean(0).numpy()
+                out.append(rank_correlation(-np.abs(np.arange(n) - g), v))
+                peaks.append(int(v.argmax()) == g)
+        return out, all(peaks)
+
+    before, _ = order()
+    source = ArrayClips(episodes, cfg.clip_len)
+    for _ in range(500):  # ~9 s of CPU; 300 steps are not enough for every seed
+        learner.update(source.sample(cfg.clips_per_batch, rng), rng)
+    after, goal_is_best = order()
+    assert np.mean(after) > 0.85 and min(after) > 0.5, after  # seeds 0-5 measured: mean >= 0.93, min >= 0.70
+    assert goal_is_best  # V(s, g, g) is highest at s = g
+    assert np.mean(after) > np.mean(before) + 0.3
+
+
+# ------------------------------------------------------------------------------------------ pretrain, save, load
+def test_pretrain_checkpoint_resume_and_encoder_round_trip(tmp_path):
+    episodes = sweep_clips(12, 12, np.random.default_rng(0))
+    cfg = tiny_config()
+    full = pretrain(episodes, cfg, steps=6, out_dir=tmp_path / "full", seed=1, device="cpu", log_every=2,
+                    eval_every=3, checkpoint_every=3, eval_clips=4, quiet=True)
+    part = pretrain(episodes, cfg, steps=3, out_dir=tmp_path / "part", seed=1, device="cpu", log_every=2,
+                    eval_every=3, checkpoint_every=3, eval_clips=4, quiet=True)
+    with pytest.raises(RunError, match="resume"):
+        pretrain(episodes, cfg, steps=6, out_dir=tmp_path / "part", seed=1, device="cpu", quiet=True)
+    pretrain(episodes, cfg, steps=6, out_dir=part, seed=1, device="cpu", log_every=2, eval_every=3,
+             checkpoint_every=3, eval_clips=4, resume=True, quiet=True)
+    a, _ = load_icvf(full, device="cpu")
+    b, loaded_cfg = load_icvf(part, device="cpu")
+    assert loaded_cfg == cfg and read_meta(part)["step"] == 6
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(va, vb, msg=f"resumed run differs at {k}")
+    steps = [json.loads(line)["step"] for line in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # resumed logs continue, no duplicates
+    assert {"train/loss", "eval/value_order", "perf/updates_per_s"} <= set(
+        (part / "metrics.csv").read_text().splitlines()[0].split(","))
+
+    enc = load_encoder(full)
+    frames = torch.as_tensor(episodes[0, :5])  # (5, S, S, 3) uint8
+    with torch.no_grad():
+        torch.testing.assert_close(enc(frames), a.encoder(frames))
+    assert enc.out_dim == a.encoder.out_dim and enc(frames).shape == (5, enc.out_dim)
+    # a standalone encoder folder round-trips too
+    save_encoder(enc, tmp_path / "enc")
+    again = load_encoder(tmp_path / "enc")
+    with torch.no_grad():
+        torch.testing.assert_close(again(frames), enc(frames))
+
+
+def test_cli_pretrain_vptr_on_an_mp4_folder(tmp_path):
+    import cv2
+
+    from rlpt.cli import main
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for k, clip in enumerate(sweep_clips(3, 12, np.random.default_rng(0))):
+        writer = cv2.VideoWriter(str(folder / f"{k}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (S, S))
+        for frame in clip:
+            writer.write(frame[:, :, ::-1])
+        writer.release()
+    out = tmp_path / "icvf"
+    assert main(["--quiet", "pretrain", "vptr", "--videos", str(folder), "--preset", "tiny", "--steps", "2",
+                 "--out", str(out), "--log-every", "1", "--device", "cpu"]) == 0
+    assert (out / "vptr.json").exists() and (out / "encoder.json").exists()
+    assert load_encoder(out).out_dim == build_icvf(tiny_config()).encoder.out_dim
+    assert main(["--quiet", "pretrain", "vptr", "--videos", str(folder), "--preset", "tiny", "--steps", "3",
+                 "--out", str(out), "--resume", "--device", "cpu"]) == 0
+    assert read_meta(out)["step"] == 3
+    assert main(["pretrain", "vptr", "--videos", str(folder), "--steps", "2", "--out", str(out)]) == 2  # exists
+
+
+# ------------------------------------------------------------------------------------------ downstream agents
+class PixelPointEnv(gym.Env):
+    """A point in [-1, 1]^2 seen as a 16x16 frame; reward = -distance to the centre, 10 steps."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def _obs(self) -> np.ndarray:
+        img = np.zeros((S, S, 3), np.uint8)
+        y, x = np.clip(((self.pos + 1) / 2 * (S - 2)).astype(int), 0, S - 2)
+        img[y:y + 2, x:x + 2] = 255
+        return img
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.t = self.np_random.uniform(-1, 1, 2), 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + 0.2 * np.clip(action, -1, 1), -1, 1)
+        self.t += 1
+        return self._obs(), -float(np.linalg.norm(self.pos)), False, self.t >= 10, {}
+
+
+def pixel_dataset(episodes: int = 6) -> Dataset:
+    env, rng = PixelPointEnv(), np.random.default_rng(0)
+    cols: dict[str, list] = {k: [] for k in ("o", "a", "r", "t")}
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=ep)
+        done = False
+        while not done:
+            a = rng.uniform(-1, 1, 2).astype(np.float32)
+            nxt, r, _, trunc, _ = env.step(a)
+            cols["o"].append(obs), cols["a"].append(a), cols["r"].append(r), cols["t"].append(trunc)
+            obs, done = nxt, trunc
+    n = len(cols["r"])
+    return Dataset(observations=np.stack(cols["o"]), actions=np.stack(cols["a"]),
+                   rewards=np.asarray(cols["r"], np.float32), terminals=np.zeros(n, bool),
+                   timeouts=np.asarray(cols["t"]), metadata={"source": "pixel-point"})
+
+
+@pytest.fixture(scope="module")
+def icvf_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vptr") / "icvf"
+    return pretrain(sweep_clips(8, 10, np.random.default_rng(0)), tiny_config(), steps=2, out_dir=out, device="cpu",
+                    eval_clips=2, quiet=True)
+
+
+SMALL_CALQL = dict(batch_size=16, cql_n_actions=2, policy_hidden=(32, 32), q_hidden=(32, 32), encoder_feature_dim=16,
+                   buffer_size=200, log_interval=5)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_calql_takes_the_icvf_encoder_from_its_pretrained_key(icvf_folder, freeze, tmp_path):
+    env, data = PixelPointEnv(), pixel_dataset()
+    cfg = CalQLConfig(pretrained=str(icvf_folder), freeze_encoder=freeze, augment_shift=1, **SMALL_CALQL)
+    agent = cfg.create(env.observation_space, env.action_space, device="cpu")
+    pretrained = load_encoder(icvf_folder).state_dict()
+    for k, v in agent.encoder.state_dict().items():  # the agent starts from the ICVF encoder's weights
+        torch.testing.assert_close(v, pretrained[k])
+    trunk_before = [p.clone() for p in agent.trunk.parameters()]
+    m = agent.fit(data, 6)
+    agent.learn(env, total_timesteps=12, offline=data)  # phase 3: online fine-tuning from pixels
+    assert np.isfinite(list(m.values())).all() and agent.buffer.observations.dtype == np.uint8
+    changed = any(not torch.equal(v, pretrained[k]) for k, v in agent.encoder.state_dict().items())
+    assert changed is (not freeze)  # frozen: untouched; fine-tuned: the critic loss moves it
+    assert any(not torch.equal(a, b) for a, b in zip(trunk_before, agent.trunk.parameters(), strict=True))
+
+    obs = data.observations[:4]
+    action = agent.predict(obs)[0]
+    assert action.shape == (4, 2) and np.abs(action).max() <= 1.0
+    agent.save(tmp_path / "agent")
+    import rlpt
+
+    loaded = rlpt.load(tmp_path / "agent", device="cpu")
+    np.testing.assert_array_equal(loaded.predict(obs)[0], action)
+    assert len(loaded.buffer) == len(agent.buffer) and loaded.buffer.observations.dtype == np.uint8
+
+
+def test_calql_image_encoder_options_and_errors(icvf_folder):
+    env = PixelPointEnv()
+    scratch = CalQLConfig(encoder_config={"depth": 4, "res_depth": 1, "res_layers": 1, "norm": "layer"},
+                          **SMALL_CALQL).create(env.observation_space, env.action_space, device="cpu")
+    assert scratch.encoder.out_dim == 4 * 4 * 4 and scratch.encoder.kwargs["image_size"] == S
+    given = load_encoder(icvf_folder)
+    agent = CalQLConfig(**SMALL_CALQL).create(env.observation_space, env.action_space, device="cpu", encoder=given)
+    assert agent.encoder is given
+    with pytest.raises(ConfigError, match="32x32"):  # an encoder pretrained at another image size
+        big = gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+        CalQLConfig(pretrained=str(icvf_folder), **SMALL_CALQL).create(big, env.action_space, device="cpu")
+    with pytest.raises(ConfigError, match="encoder="):
+        CalQLConfig().create(gym.spaces.Box(-1, 1, (3,)), env.action_space, device="cpu", encoder=given)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        CalQLConfig(pretrained="/nonexistent/icvf", **SMALL_CALQL).create(env.observation_space, env.action_space)
+    with pytest.raises(ConfigError, match="encoder_config"):
+        CalQLConfig(encoder_config={"width": 3}, **SMALL_CALQL).create(env.observation_space, env.action_space)
+
+
+def test_unio4_takes_the_icvf_encoder_through_its_encoder_argument(icvf_folder):
+    env, data = PixelPointEnv(), pixel_dataset()
+    cfg = UniO4Config(critic_steps=3, dynamics_steps=3, bc_steps=3, improve_steps=3, batch_size=16, q_hidden=(16,),
+                      v_hidden=(16,), policy_hidden=(16,), ensemble_size=2, dynamics_ensemble_size=2,
+                      dynamics_elites=1, dynamics_hidden=(16,), dynamics_batch_size=16, dynamics_eval_interval=3,
+                      ope_interval=3, ope_start_states=4, ope_horizon=2, log_interval=3)
+    enc = load_encoder(icvf_folder)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    agent = cfg.create(env.observation_space, env.action_space, device="cpu", encoder=enc)
+    agent.fit(data, n_steps=agent.offline_total_steps)
+    assert agent.predict(data.observations[:3])[0].shape == (3, 2)
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())  # frozen by default
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+def test_bad_inputs_raise_clear_errors(tmp_path, icvf_folder):
+    with pytest.raises(ConfigError, match="p_currgoal"):
+        ICVFConfig(p_currgoal=0.5, p_trajgoal=0.5, p_randomgoal=0.5)
+    with pytest.raises(ConfigError, match="unknown V-PTR preset"):
+        ICVFConfig.preset("huge")
+    with pytest.raises(ConfigError, match="unknown key"):
+        ICVFConfig.from_dict({"batch": 3})
+    with pytest.raises(ConfigError, match="clip_len"):
+        tiny_config(clip_len=1)
+    learner = ICVFLearner(tiny_config(), device="cpu")
+    rng = np.random.default_rng(0)
+    with pytest.raises(DatasetShapeError, match="16"):
+        learner.update(np.zeros((4, 8, 32, 32, 3), np.uint8), rng)  # frames of another size
+    with pytest.raises(DatasetDtypeError, match="uint8"):
+        learner.update(np.zeros((4, 8, S, S, 3), np.float32), rng)
+    with pytest.raises(DatasetShapeError, match="steps"):
+        ArrayClips(np.zeros((2, 5, S, S, 3), np.uint8), clip_len=8)
+    with pytest.raises(CheckpointError, match="encoder.json"):
+        load_encoder(tmp_path)
+    with pytest.raises(CheckpointError, match="vptr.json"):
+        load_icvf(tmp_path)
+    spec = json.loads((icvf_folder / "encoder.json").read_text())
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "encoder.json").write_text(json.dumps({**spec, "class": "os.system"}))
+    with pytest.raises(ConfigError, match="unknown encoder class"):
+        load_encoder(tmp_path / "bad")
+    with pytest.raises(ConfigError, match="kwargs"):
+        save_encoder(torch.nn.Linear(2, 2), tmp_path / "lin", class_name="FlatEncoder")
+    assert FlatEncoder(3).out_dim == 3
+
+
+def test_pixel_tabletop_dataset_observations_are_the_env_frames():
+    from rlpt.data.generate import make_dataset, parse_name
+    from rlpt.envs import make_env
+
+    assert parse_name("tabletop-push-noisy-pixels32").pixels == 32
+    assert parse_name("tabletop-push-noisy").pixels == 0
+    ds = make_dataset("tabletop-push-scripted-pixels16", size=20, n_envs=1, quiet=True)
+    assert ds.observations.shape == (20, 16, 16, 3) and ds.observations.dtype == np.uint8
+    assert ds.infos["state"].shape == (20, 30) and ds.metadata["observations"] == "pixels"
+    env = make_env("tabletop/push", pixels=True, image_size=16)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, ds.observations[0])
+    np.testing.assert_array_equal(env.step(ds.actions[0])[0], ds.observations[1])
+    env.close()
