@@ -483,7 +483,8 @@ def tune_recipe(recipe: str, space: str | os.PathLike | dict[str, Any], *, num_s
         best = ok[0]
         sample = {k: best[k] for k in parsed}
         best_path = write_best_config(data, sample, exp_dir / "best_config.yaml", metric=metric,
-                                      value=best[metric], trial=best["trial"], run=best.get("run"), sweep=name)
+                                      value=best[metric], trial=best["trial"], run=best.get("run"), sweep=name,
+                                      threads=max(1, int(cpus_per_trial)))
     return {"experiment": str(exp_dir), "storage": f"{storage_path.rstrip('/')}/{name}", "results_csv":
             str(results_csv), "best_config": str(best_path) if best_path else None, "rows": rows,
             "best": ok[0] if ok else None, "errors": [r for r in rows if r["status"] == "error"]}
@@ -559,14 +560,19 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
 
 
 def write_best_config(data: dict[str, Any], sample: dict[str, Any], path: Path, *, metric: str, value: Any,
-                      trial: str, run: str | None, sweep: str) -> Path:
-    """The full recipe with the best trial's overrides applied, loadable by `rlpt train`."""
+                      trial: str, run: str | None, sweep: str, threads: int = 1) -> Path:
+    """The full recipe with the best trial's overrides applied, loadable by `rlpt train`.
+
+    Trials ran with `threads` torch threads; training again with the same count (OMP_NUM_THREADS) on the same
+    machine gives the trial's numbers exactly, another count only up to floating-point reduction order.
+    """
     best = apply_sample(data, sample)
     best["name"] = f"{data['name']}-best"
     header = [f"# Best trial of `rlpt tune` sweep {sweep}: {metric} = {value} (trial {trial}).",
               f"# Overrides applied to the recipe: {json.dumps(_plain(sample))}",
               f"# Its run folder: {run}" if run else "# Its run folder: (not readable here)",
-              "# Reproduce with: rlpt train " + str(path)]
+              f"# Reproduce with: OMP_NUM_THREADS={threads} rlpt train {path}  (trials ran with {threads} torch "
+              "thread(s); the same count reproduces the trial's numbers exactly)"]
     path.write_text("\n".join(header) + "\n" + yaml.safe_dump(_plain(best), sort_keys=False))
     Recipe.from_dict(read_yaml(path), str(path))
     return path
