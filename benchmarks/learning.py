@@ -32,8 +32,8 @@ import torch
 from rlpt.agents.base import AGENT_REGISTRY
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
-from rlpt.train import _load_dataset, load_recipe, spearman, train
-from rlpt.utils import set_seed, write_json
+from rlpt.train import _load_dataset, load_recipe, train
+from rlpt.utils import set_seed, spearman, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 

@@ -24,8 +24,8 @@ import torch
 from rlpt.agents.base import AGENT_REGISTRY, Agent
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
-from rlpt.train import _load_dataset, load_recipe, spearman
-from rlpt.utils import set_seed
+from rlpt.train import _load_dataset, load_recipe
+from rlpt.utils import set_seed, spearman
 
 PRESET = "unio4/hopper-medium-replay-cpu"
 

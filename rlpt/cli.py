@@ -620,9 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(train/loss, train/image_mse, train/kl, perf/updates_per_s), tb/, checkpoints/ (resumable "
                     "with --resume) and, at the end, contextwm.json + model.safetensors + summary.json. Fine-tune "
                     "it with `rlpt train agents/contextwm/<task>.yaml pretrained=OUT`. Time: the cpu-small preset "
-                    "(32x32, batch 16 x 16) runs a few updates/s on 2 CPU cores (see "
-                    "benchmarks/results/contextwm_speed.json), so 2000 steps take about 10 minutes; the paper "
-                    "preset (64x64, depth 48, batch 16 x 25) takes tens of seconds per update on a CPU: use a GPU.")
+                    "(32x32, batch 16 x 12) runs 3.5-5.5 updates/s on one thread of the project's 2-core CPU "
+                    "(benchmarks/results/contextwm_speed.json), so 2000 steps take 6-10 minutes; on a shared "
+                    "machine use --threads 1 (two threads slowed down 6x whenever other jobs ran). The paper "
+                    "preset (64x64, depth 48, batch 16 x 25) takes about 30 s per update on that CPU: use a GPU.")
     cw.add_argument("--videos", nargs="+", required=True,
                     help="video folder(s), frame folders, SSv2/Ego4D-style list files or a `rlpt video render` "
                          "manifest.jsonl (e.g. video_data/sample)")
@@ -637,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     cw.add_argument("--stride", type=int, default=1, help="frame step inside a clip")
     cw.add_argument("--seed", type=int, default=0)
     cw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    cw.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    cw.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 on a shared CPU)")
     cw.add_argument("--log-every", type=int, default=50)
     cw.add_argument("--checkpoint-every", type=int, default=500, help="steps between resumable checkpoints "
                                                                        "(also one every 10 minutes)")

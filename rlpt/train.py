@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from rlpt.errors import ConfigError, RunError
-from rlpt.utils import read_yaml, repo_root
+from rlpt.utils import read_yaml, repo_root, spearman
 
 
 @dataclass
@@ -388,23 +388,6 @@ def ope_report(history: list[list[float]]) -> dict[str, Any]:
         a, b = np.array(pairs).T
         rep["spearman"] = spearman(a, b)
     return rep
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        for v in np.unique(x):
-            m = x == v
-            r[m] = r[m].mean()
-        return r
-
-    ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def check_resumable(path: str | Path) -> Path:

@@ -1,18 +1,21 @@
-"""Small shared helpers: seeding, devices, atomic file writes, YAML/JSON I/O."""
+"""Small shared helpers: seeding, devices, atomic file writes, YAML/JSON I/O, config keys, checkpoint folders."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+
+from rlpt.errors import CheckpointError, ConfigError
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -104,3 +107,71 @@ def repo_root() -> Path | None:
     """The source checkout holding this package, if rlpt runs from one."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "pyproject.toml").exists() else None
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):
+            m = x == v
+            r[m] = r[m].mean()
+        return r
+
+    ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def rlpt_version() -> str:
+    """The running rlpt's version (imported at call time: `rlpt/__init__` may still be importing this module)."""
+    from rlpt import __version__
+
+    return __version__
+
+
+def check_fields(cls: type, data: Mapping[str, Any], source: str = "config") -> None:
+    """Raise ConfigError when `data` names keys that are not fields of the dataclass `cls` (listing the valid
+    ones); `source` says where `data` came from (a file, a preset)."""
+    fields = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {fields}")
+
+
+def checkpoint_folder(path: str | os.PathLike, marker: str) -> Path | None:
+    """The folder holding the file `marker` (e.g. `contextwm.json`): `path` itself, else the step checkpoint that
+    a run folder's `checkpoints/latest` names; None when neither holds it."""
+    path = Path(path)
+    if (path / marker).exists():
+        return path
+    latest = path / "checkpoints" / "latest"
+    if latest.exists():
+        folder = path / "checkpoints" / latest.read_text().strip()
+        if (folder / marker).exists():
+            return folder
+    return None
+
+
+def read_checkpoint_meta(path: str | os.PathLike, marker: str, fmt: str, version: int, kind: str,
+                         command: str) -> dict[str, Any]:
+    """The JSON file `marker` of a checkpoint or run folder (found by `checkpoint_folder`), plus `folder`: where
+    it was found. Raises CheckpointError when it is missing (naming the `kind` of checkpoint and the `command`
+    that writes one), is not JSON, or is not format `fmt` at a version <= `version`."""
+    folder = checkpoint_folder(path, marker)
+    if folder is None:
+        raise CheckpointError(f"{Path(path)} is not a {kind} checkpoint: {marker} not found (write one with "
+                              f"`{command} --out {Path(path)}`)")
+    file = folder / marker
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from e
+    if meta.get("format") != fmt or meta.get("version", 0) > version:
+        raise CheckpointError(f"{file}: expected format {fmt!r} version <= {version}, got {meta.get('format')!r} "
+                              f"version {meta.get('version')}")
+    meta["folder"] = str(folder)
+    return meta

@@ -16,7 +16,8 @@ import yaml
 from rlpt.data import Dataset, save_d4rl
 from rlpt.errors import ConfigError
 from rlpt.runs import read_metrics
-from rlpt.train import load_recipe, spearman, train
+from rlpt.train import load_recipe, train
+from rlpt.utils import spearman
 
 
 def pendulum_dataset(path: Path, n: int = 2000, seed: int = 0) -> Path:

@@ -30,9 +30,9 @@ from rlpt.pretrain.vptr import (
     icvf_loss,
     load_icvf,
     pretrain,
-    rank_correlation,
     read_meta,
 )
+from rlpt.utils import spearman
 
 S = 16  # frame side of the pixel tests (ResNetEncoder with res_depth 1: 4x4 final maps)
 
@@ -137,7 +137,7 @@ def test_icvf_on_a_chain_orders_states_by_distance_to_the_goal():
             for g in range(n):
                 goal = states[g].expand(n, n)
                 v = learner.value(states, goal, goal).mean(0).numpy()
-                out.append(rank_correlation(-np.abs(np.arange(n) - g), v))
+                out.append(spearman(-np.abs(np.arange(n) - g), v))
                 peaks.append(int(v.argmax()) == g)
         return out, all(peaks)
 

@@ -27,9 +27,50 @@ from rlpt.errors import ConfigError, DatasetShapeError
 State = dict[str, torch.Tensor]
 
 
+class WeightGradTape:
+    """Collects one recurrent weight's per-step inputs and output gradients during a sequence, so that its weight
+    gradient is one (T*B)-row matmul instead of T small ones plus T full-size accumulations. With a large weight
+    and a small batch (deter 2048: 57 MB, B=16) each per-step weight gradient is memory-bound; batching them made
+    the GRU's backward ~2x faster on a 2-core CPU."""
+
+    def __init__(self) -> None:
+        self.xs: dict[int, torch.Tensor] = {}
+        self.gs: dict[int, torch.Tensor] = {}
+        self.first: int | None = None
+
+
+class _TapedLinear(torch.autograd.Function):
+    """`x @ weight.T` for step `step` of a recurrence. Backward: the input gradient at once; the weight gradient
+    of all steps when the earliest step's backward runs, which in a recurrence is the last one to run."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tape: WeightGradTape, step: int) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        ctx.tape, ctx.step = tape, step
+        tape.xs[step] = x.detach()
+        if tape.first is None or step < tape.first:
+            tape.first = step
+        return x @ weight.t()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (weight,) = ctx.saved_tensors
+        tape = ctx.tape
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            tape.gs[ctx.step] = g
+            if ctx.step == tape.first:
+                steps = sorted(tape.gs)
+                grad_w = torch.cat([tape.gs[s] for s in steps]).t() @ torch.cat([tape.xs[s] for s in steps])
+                tape.gs.clear()
+        grad_x = g @ weight if ctx.needs_input_grad[0] else None
+        return grad_x, grad_w, None, None
+
+
 class LayerNormGRUCell(nn.Module):
     """DreamerV2's GRU: `reset, cand, update = LN(Linear([x, h]))`; `h' = u * tanh(r * cand) + (1 - u) * h`
-    with `u = sigmoid(update - 1)`."""
+    with `u = sigmoid(update - 1)`. Inside a sequence, pass a `WeightGradTape` and the step index to batch the
+    weight gradient over steps (same values; double backward is not supported on that path)."""
 
     def __init__(self, inp: int, size: int, update_bias: float = -1.0):
         super().__init__()
@@ -37,9 +78,14 @@ class LayerNormGRUCell(nn.Module):
         self.linear = nn.Linear(inp + size, 3 * size, bias=False)
         self.norm = nn.LayerNorm(3 * size, eps=1e-3)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        parts = self.norm(self.linear(torch.cat([x, h], -1)))
-        reset, cand, update = parts.split(self.size, -1)
+    def forward(self, x: torch.Tensor, h: torch.Tensor, tape: WeightGradTape | None = None,
+                step: int = 0) -> torch.Tensor:
+        xh = torch.cat([x, h], -1)
+        if tape is not None and torch.is_grad_enabled() and self.linear.weight.requires_grad:
+            parts = _TapedLinear.apply(xh, self.linear.weight, tape, step)
+        else:
+            parts = self.linear(xh)
+        reset, cand, update = self.norm(parts).split(self.size, -1)
         reset = torch.sigmoid(reset)
         cand = torch.tanh(reset * cand)
         update = torch.sigmoid(update + self.update_bias)
@@ -163,12 +209,13 @@ class RSSM(nn.Module):
             state = self.initial(b, embed.device)
             resets[0] = resets[0] and self.action_dim > 0  # zeros need no reset; a first action still does
         proj = self.obs_embed(embed)  # (B, T, hidden): the embed half of obs_out, for all steps at once
+        tape = WeightGradTape()  # the GRU's weight gradient: one matmul over all steps
         posts = []
         for i in range(t):
             prev, act = self._reset(state, action[:, i], is_first[:, i]) if resets[i] else (state, action[:, i])
             inp = torch.cat([prev["stoch"].flatten(-2), act], -1) if self.action_dim else prev["stoch"].flatten(-2)
             x = F.elu(self.img_in(inp))  # (B, hidden)
-            deter = self.gru(x, prev["deter"])  # (B, deter)
+            deter = self.gru(x, prev["deter"], tape, i)  # (B, deter)
             state = self._post_from_prior({"deter": deter}, proj[:, i], sample)
             posts.append(state)
         post = {k: torch.stack([s[k] for s in posts], 1) for k in posts[0]}  # (B, T, ...)
@@ -215,4 +262,4 @@ class RSSM(nn.Module):
         return -(lp.exp() * lp).sum((-2, -1))
 
 
-__all__ = ["RSSM", "LayerNormGRUCell", "State"]
+__all__ = ["RSSM", "LayerNormGRUCell", "State", "WeightGradTape"]

@@ -528,6 +528,8 @@ def pretrain(videos: Any, config: WorldModelConfig | None = None, steps: int = 1
         run.write_summary(summary)
     finally:
         logger.close()
+        if source is not videos and hasattr(source, "close"):  # we opened it: release its video captures
+            source.close()
     return out
 
 

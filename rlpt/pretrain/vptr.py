@@ -47,7 +47,7 @@ from torch import nn
 from rlpt.errors import CheckpointError, ConfigError, DatasetDtypeError, DatasetError, DatasetShapeError, RunError
 from rlpt.nets.icvf import ENCODER_CLASSES, ICVFValue, build_encoder, encoder_spec
 from rlpt.nets.icvf import load_encoder as _load_encoder
-from rlpt.utils import atomic_write, replace_dir, resolve_device, set_seed, to_jsonable, write_json
+from rlpt.utils import atomic_write, replace_dir, resolve_device, set_seed, spearman, to_jsonable, write_json
 
 CHECKPOINT_FORMAT = "rlpt.vptr"
 CHECKPOINT_VERSION = 1
@@ -370,29 +370,12 @@ class ICVFLearner:
         return v.view(b, t_len).cpu().numpy()
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two 1-d arrays (average ranks for ties); NaN when one is constant."""
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        for v in np.unique(x):
-            m = x == v
-            r[m] = r[m].mean()
-        return r
-
-    ra, rb = ranks(np.asarray(a, float)), ranks(np.asarray(b, float))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def value_order(learner: ICVFLearner, clips: np.ndarray) -> float:
     """Mean over clips of the rank correlation between t and V(s_t, last frame, last frame): 1 when the value
     rises monotonically as the clip approaches its last frame (the ICVF sanity check on video)."""
     v = learner.goal_values(clips)
     t = np.arange(v.shape[1])
-    corr = [rank_correlation(t, row) for row in v]
+    corr = [spearman(t, row) for row in v]
     corr = [c for c in corr if np.isfinite(c)]
     return float(np.mean(corr)) if corr else float("nan")
 
@@ -595,5 +578,5 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
 
 
 __all__ = ["ArrayClips", "ICVFConfig", "ICVFLearner", "build_icvf", "check_clips", "expectile_weights",
-           "icvf_batch", "icvf_loss", "load_encoder", "load_icvf", "open_video_source", "pretrain", "rank_correlation",
+           "icvf_batch", "icvf_loss", "load_encoder", "load_icvf", "open_video_source", "pretrain",
            "read_meta", "sample_goals", "value_order"]
