@@ -1,7 +1,7 @@
 """The ContextWM/APV Dreamer agent (rlpt.agents.contextwm) and recurrent evaluation (rlpt.eval.evaluate).
 
-Everything runs on the "tiny" world-model preset (16x16 frames) and a tiny pixel env defined here: a red dot
-that the 2-d action moves on a blue field, rewarded for staying near the centre.
+Everything runs on the "tiny" world-model preset (16x16 frames) and a tiny pixel env (`DotEnv`, tests/conftest.py):
+a red dot that the 2-d action moves on a blue field, rewarded for staying near the centre.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import DotEnv  # the 16x16 red-dot env (tests/conftest.py)
 from safetensors.torch import load_file
 
 import rlpt
@@ -29,34 +30,6 @@ from rlpt.eval import evaluate
 from rlpt.pretrain.contextwm import VideoWorldModel, WorldModelConfig, pretrain
 
 SIZE = 16  # the tiny preset's image size
-
-
-class DotEnv(gym.Env):
-    """A 3x3 red dot on a blue 16x16 field; the action (2-d, in [-1, 1]) moves it; reward -distance to centre."""
-
-    metadata = {"render_modes": []}
-
-    def __init__(self, horizon: int = 30):
-        self.horizon = horizon
-        self.observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-
-    def _obs(self) -> np.ndarray:
-        img = np.zeros((SIZE, SIZE, 3), np.uint8)
-        img[..., 2] = 60
-        i, j = np.clip(np.round((self.pos + 1) / 2 * (SIZE - 1)).astype(int), 1, SIZE - 2)
-        img[i - 1:i + 2, j - 1:j + 2, 0] = 255
-        return img
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.pos, self.t = self.np_random.uniform(-1, 1, 2), 0
-        return self._obs(), {}
-
-    def step(self, action):
-        self.pos = np.clip(self.pos + 0.25 * np.clip(action, -1, 1), -1, 1)
-        self.t += 1
-        return self._obs(), float(-np.linalg.norm(self.pos)), False, self.t >= self.horizon, {}
 
 
 TINY = dict(preset="tiny", batch_size=3, seq_len=6, horizon=4, prefill=30, train_every=10, pretrain_updates=4,

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import DotEnv  # tests/conftest.py (tests/ is on sys.path under pytest)
 
 from rlpt.agents import CalQLConfig
 from rlpt.agents.unio4 import UniO4Config
@@ -209,28 +210,17 @@ def test_cli_pretrain_vptr_on_an_mp4_folder(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ downstream agents
-class PixelPointEnv(gym.Env):
-    """A point in [-1, 1]^2 seen as a 16x16 frame; reward = -distance to the centre, 10 steps."""
+class PixelPointEnv(DotEnv):
+    """conftest's point env seen as a 2x2 white square on black (16x16); moves 0.2 per unit action, 10 steps."""
 
     def __init__(self):
-        self.observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        super().__init__(horizon=10, size=S, speed=0.2)
 
     def _obs(self) -> np.ndarray:
         img = np.zeros((S, S, 3), np.uint8)
         y, x = np.clip(((self.pos + 1) / 2 * (S - 2)).astype(int), 0, S - 2)
         img[y:y + 2, x:x + 2] = 255
         return img
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.pos, self.t = self.np_random.uniform(-1, 1, 2), 0
-        return self._obs(), {}
-
-    def step(self, action):
-        self.pos = np.clip(self.pos + 0.2 * np.clip(action, -1, 1), -1, 1)
-        self.t += 1
-        return self._obs(), -float(np.linalg.norm(self.pos)), False, self.t >= 10, {}
 
 
 def pixel_dataset(episodes: int = 6) -> Dataset:

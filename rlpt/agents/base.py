@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlpt.errors import CheckpointError, ConfigError
-from rlpt.utils import replace_dir, resolve_device, to_jsonable
+from rlpt.utils import check_fields, replace_dir, resolve_device, to_jsonable
 
 #: A callback gets `(step, metrics)` after each logged step; returning False stops training (as in SB3).
 Callback = Callable[[int, dict[str, Any]], "bool | None"]
@@ -67,10 +67,8 @@ class AgentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AgentConfig:
         """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        check_fields(cls, data, source)
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}")
         kwargs = {}
         for k, v in data.items():
             default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None

@@ -63,9 +63,7 @@ from rlpt.errors import CheckpointError, ConfigError, DatasetShapeError
 from rlpt.nets.conv import image_log_likelihood, preprocess
 from rlpt.nets.mlp import MLP
 from rlpt.nets.rssm import RSSM, State
-
-# The world-model classes shared with `rlpt pretrain contextwm` (the artifact this agent loads).
-from rlpt.pretrain.contextwm import VideoWorldModel, WorldModelConfig, load_pretrained, read_meta
+from rlpt.nets.worldmodel import META_FILE, VideoWorldModel, WorldModelConfig, load_pretrained, read_meta
 
 #: Hidden layers of the reward/aux/continuation heads, actor and critic per preset (paper: 4 x 400 ELU).
 MLP_PRESETS: dict[str, tuple[int, ...]] = {"paper": (400, 400, 400, 400), "cpu-small": (256, 256), "tiny": (32,)}
@@ -159,7 +157,7 @@ class ContextWMConfig(AgentConfig):
                 raise CheckpointError(f"pretrained={self.pretrained}: no such folder (expected the output of "
                                       f"`rlpt pretrain contextwm --out DIR`)")
             meta = read_meta(path)
-            wm = WorldModelConfig.from_dict(meta["config"], source=str(Path(meta["folder"]) / "contextwm.json"))
+            wm = WorldModelConfig.from_dict(meta["config"], source=str(Path(meta["folder"]) / META_FILE))
             if self.contextual is not None and self.contextual != wm.contextual:
                 raise ConfigError(f"ContextWMConfig.contextual={self.contextual}, but the pretrained model "
                                   f"{self.pretrained} has contextual={wm.contextual} (leave contextual unset)")

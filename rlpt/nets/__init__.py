@@ -4,6 +4,7 @@ from rlpt.nets.conv import ContextEncoder, ResNetDecoder, ResNetEncoder, preproc
 from rlpt.nets.mlp import MLP, GaussianMLPActor, TanhGaussianActor
 from rlpt.nets.normalizer import ObsNormalizer
 from rlpt.nets.rssm import RSSM
+from rlpt.nets.worldmodel import VideoWorldModel, WorldModelConfig
 
 __all__ = ["ContextEncoder", "GaussianMLPActor", "MLP", "ObsNormalizer", "RSSM", "ResNetDecoder", "ResNetEncoder",
-           "TanhGaussianActor", "preprocess"]
+           "TanhGaussianActor", "VideoWorldModel", "WorldModelConfig", "preprocess"]

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlpt.errors import CheckpointError, ConfigError
-from rlpt.utils import replace_dir, resolve_device, to_jsonable
+from rlpt.utils import checkpoint_folder, replace_dir, resolve_device, to_jsonable
 
 ENCODER_FILE = "encoder.json"
 
@@ -193,11 +193,9 @@ def save_encoder(encoder: nn.Module, path: str | os.PathLike, class_name: str | 
 def encoder_folder(path: str | os.PathLike) -> Path:
     """The folder holding `encoder.json`: `path` itself, else a pretraining run folder's latest checkpoint."""
     path = Path(path)
-    if (path / ENCODER_FILE).exists():
-        return path
-    latest = path / "checkpoints" / "latest"
-    if latest.exists() and (path / "checkpoints" / latest.read_text().strip() / ENCODER_FILE).exists():
-        return path / "checkpoints" / latest.read_text().strip()
+    folder = checkpoint_folder(path, ENCODER_FILE)
+    if folder is not None:
+        return folder
     if not path.exists():
         raise CheckpointError(f"encoder folder {path} does not exist")
     raise CheckpointError(f"{path}: no {ENCODER_FILE} here; expected an encoder folder written by "

@@ -29,11 +29,8 @@ returns the encoder; `load_icvf(out_dir)` the whole value function.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,13 +41,33 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rlpt.errors import CheckpointError, ConfigError, DatasetDtypeError, DatasetError, DatasetShapeError, RunError
+from rlpt.errors import CheckpointError, ConfigError, DatasetDtypeError, DatasetError, DatasetShapeError
 from rlpt.nets.icvf import ENCODER_CLASSES, ICVFValue, build_encoder, encoder_spec
 from rlpt.nets.icvf import load_encoder as _load_encoder
-from rlpt.utils import atomic_write, replace_dir, resolve_device, set_seed, spearman, to_jsonable, write_json
+from rlpt.pretrain.common import (
+    MetricMeans,
+    PeriodicCheckpoints,
+    check_resume_config,
+    load_training_state,
+    open_run,
+    save_training_checkpoint,
+)
+from rlpt.runs import MetricsLogger, progress
+from rlpt.utils import (
+    atomic_write,
+    check_fields,
+    read_checkpoint_meta,
+    resolve_device,
+    rlpt_version,
+    set_seed,
+    spearman,
+    to_jsonable,
+    write_json,
+)
 
 CHECKPOINT_FORMAT = "rlpt.vptr"
 CHECKPOINT_VERSION = 1
+META_FILE = "vptr.json"  # marks a V-PTR checkpoint folder
 
 
 # ============================================================================ config
@@ -119,10 +136,7 @@ class ICVFConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ICVFConfig:
         """Build from a dict, rejecting unknown keys (listing the valid ones) and invalid values."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown} for ICVFConfig; valid keys: {sorted(fields)}")
+        check_fields(cls, data, source)
         try:
             return cls(**data)
         except ConfigError as e:
@@ -381,12 +395,6 @@ def value_order(learner: ICVFLearner, clips: np.ndarray) -> float:
 
 
 # ============================================================================ checkpoints
-def _version() -> str:
-    from rlpt import __version__
-
-    return __version__
-
-
 def _write_files(folder: Path, learner: ICVFLearner, step: int, extra: dict[str, Any] | None = None) -> None:
     """model.safetensors first, then encoder.json and vptr.json (each atomic), so the JSONs name complete weights."""
     tensors = {f"value.{k}": v.detach().cpu().contiguous() for k, v in learner.value.state_dict().items()}
@@ -397,40 +405,21 @@ def _write_files(folder: Path, learner: ICVFLearner, step: int, extra: dict[str,
                                                      weights="model.safetensors", prefix="value.encoder.",
                                                      source="rlpt pretrain vptr (ICVF)", step=int(step)))
     meta = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": int(step),
-            "encoder_out_dim": learner.value.encoder.out_dim, "rlpt_version": _version(), **(extra or {})}
-    write_json(folder / "vptr.json", meta)
-
-
-def _checkpoint_folder(path: Path) -> Path:
-    """A folder holding vptr.json: `path` itself, else a run folder's latest step checkpoint."""
-    if (path / "vptr.json").exists():
-        return path
-    latest = path / "checkpoints" / "latest"
-    if latest.exists() and (path / "checkpoints" / latest.read_text().strip() / "vptr.json").exists():
-        return path / "checkpoints" / latest.read_text().strip()
-    raise CheckpointError(f"{path} is not a V-PTR checkpoint: vptr.json not found (write one with "
-                          f"`rlpt pretrain vptr --out {path}`)")
+            "encoder_out_dim": learner.value.encoder.out_dim, "rlpt_version": rlpt_version(), **(extra or {})}
+    write_json(folder / META_FILE, meta)
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The `vptr.json` of a checkpoint or run folder (with `folder`: where it was found)."""
-    folder = _checkpoint_folder(Path(path))
-    try:
-        meta = json.loads((folder / "vptr.json").read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{folder / 'vptr.json'} is not valid JSON: {e}") from e
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{folder / 'vptr.json'}: expected format {CHECKPOINT_FORMAT!r} version <= "
-                              f"{CHECKPOINT_VERSION}, got {meta.get('format')!r} version {meta.get('version')}")
-    meta["folder"] = str(folder)
-    return meta
+    return read_checkpoint_meta(path, META_FILE, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, kind="V-PTR",
+                                command="rlpt pretrain vptr")
 
 
 def load_icvf(path: str | os.PathLike, device: str | torch.device = "auto") -> tuple[ICVFValue, ICVFConfig]:
     """The pretrained ICVF value (encoder + heads, eval mode) and its config, from a checkpoint or run folder."""
     meta = read_meta(path)
     folder = Path(meta["folder"])
-    config = ICVFConfig.from_dict(meta["config"], source=str(folder / "vptr.json"))
+    config = ICVFConfig.from_dict(meta["config"], source=str(folder / META_FILE))
     value = build_icvf(config)
     weights = folder / "model.safetensors"
     if not weights.exists():
@@ -450,36 +439,16 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 def _save_training_checkpoint(folder: Path, learner: ICVFLearner, step: int, rng: np.random.Generator) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        _write_files(tmp, learner, step)
-        state = {"optimizer": learner.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "numpy_rng": json.dumps(to_jsonable(rng.bit_generator.state)), "step": step}
-        torch.save(state, tmp / "training_state.pt")
-        replace_dir(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    save_training_checkpoint(folder, lambda tmp: _write_files(tmp, learner, step), learner.optimizer, step, rng)
 
 
 def _load_training_checkpoint(folder: Path, learner: ICVFLearner, rng: np.random.Generator) -> int:
-    meta = read_meta(folder)
-    saved = ICVFConfig.from_dict(meta["config"], source=str(folder / "vptr.json"))
-    if saved != learner.config:
-        diff = {k: (v, getattr(learner.config, k)) for k, v in dataclasses.asdict(saved).items()
-                if getattr(learner.config, k) != v}
-        raise ConfigError(f"cannot resume {folder}: its config differs from the requested one "
-                          f"(key: (saved, requested)) {diff}; resume with the same preset/options or pick another out")
+    saved = ICVFConfig.from_dict(read_meta(folder)["config"], source=str(folder / META_FILE))
+    check_resume_config(saved, learner.config, folder)
     tensors = load_file(str(folder / "model.safetensors"))
     for name, mod in (("value", learner.value), ("target", learner.target)):
         mod.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
-    try:
-        state = torch.load(folder / "training_state.pt", map_location=learner.device, weights_only=True)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{folder} has no training_state.pt; it cannot be resumed") from e
-    learner.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    rng.bit_generator.state = json.loads(state["numpy_rng"])
-    learner.step = int(state["step"])
+    learner.step = load_training_state(folder, learner.optimizer, rng, learner.device)
     return learner.step
 
 
@@ -500,21 +469,13 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
     V(s_t, last, last) with t; 1 = the value rises toward the clip's end). With `resume=True` the run continues
     from the latest checkpoint (same config required). Callbacks get `(step, metrics)` every `log_every`
     steps; returning False stops early (the final model is still written)."""
-    from rlpt.runs import MetricsLogger, RunDir, progress
-
     config = config or ICVFConfig.preset("cpu-small")
     config.validate()
     if steps < 1 or log_every < 1 or checkpoint_every < 1 or eval_every < 1:
         raise ConfigError(f"steps, log_every, eval_every and checkpoint_every must be >= 1, got {steps}, "
                           f"{log_every}, {eval_every}, {checkpoint_every}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file; expected a folder")
-    run = RunDir(out)
-    latest = run.latest_checkpoint()
-    if not resume and (latest is not None or (out / "vptr.json").exists()):
-        raise RunError(f"{out} already holds a V-PTR run; pass resume=True (--resume) to continue it, or choose "
-                       f"another output folder")
+    run, latest = open_run(out, META_FILE, "V-PTR", resume)
     rng = set_seed(seed)
     learner = ICVFLearner(config, device)
     start = 0
@@ -529,8 +490,9 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
                       else f"<array {videos.shape}>", "steps": steps, "seed": seed,
                       "device": str(learner.device), "resumed_from": start or None})
     logger = MetricsLogger(run, resume_from_step=start if resume else None)
-    sums: dict[str, float] = {}
-    count, t_log, t_ckpt, t_start = 0, time.time(), time.time(), time.time()
+    means, t_start = MetricMeans("ICVF loss"), time.time()
+    checkpoints = PeriodicCheckpoints(run, lambda folder, step: _save_training_checkpoint(folder, learner, step, rng),
+                                      every=checkpoint_every, minutes=checkpoint_minutes)
     step, last_metrics, stopped = start, {}, False
     if start == 0:
         first = {"eval/value_order": value_order(learner, held_out)}
@@ -539,32 +501,19 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
     try:
         with progress(total=steps, initial=start, desc=f"vptr icvf {config.name}", quiet=quiet) as bar:
             while step < steps and not stopped:
-                metrics = learner.update(source.sample(config.clips_per_batch, rng), rng)
-                if not all(math.isfinite(v) for v in metrics.values()):
-                    raise RunError(f"non-finite ICVF loss at step {step + 1}: {metrics}; lower lr or check the videos")
+                means.add(step + 1, learner.update(source.sample(config.clips_per_batch, rng), rng))
                 step += 1
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
                 bar.update(1)
                 if step % log_every == 0 or step == steps:
-                    dt = max(time.time() - t_log, 1e-9)
-                    row = {f"train/{k}": v / count for k, v in sums.items()}
-                    row["perf/updates_per_s"] = count / dt
+                    row = means.row()
                     if step % eval_every == 0 or step == steps:
                         row["eval/value_order"] = value_order(learner, held_out)
                     logger.log(step, row)
                     last_metrics.update(row)
                     bar.set_postfix(loss=f"{row['train/loss']:.3f}", v=f"{row['train/v_gz']:.1f}")
-                    sums, count, t_log = {}, 0, time.time()
                     stopped = any(cb(step, row) is False for cb in callbacks)
-                if step % checkpoint_every == 0 or time.time() - t_ckpt > 60 * checkpoint_minutes:
-                    _save_training_checkpoint(run.checkpoint_dir(step), learner, step, rng)
-                    run.mark_latest(run.checkpoint_dir(step), keep=2)
-                    t_ckpt = time.time()
-        if run.latest_checkpoint() != run.checkpoint_dir(step):
-            _save_training_checkpoint(run.checkpoint_dir(step), learner, step, rng)
-            run.mark_latest(run.checkpoint_dir(step), keep=2)
+                checkpoints.maybe(step)
+        checkpoints.final(step)
         seconds = time.time() - t_start
         _write_files(out, learner, step, extra={"seed": seed})
         summary = {"steps": step, "resumed_from": start or None, "seconds": round(seconds, 1),
@@ -577,6 +526,6 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
     return out
 
 
-__all__ = ["ArrayClips", "ICVFConfig", "ICVFLearner", "build_icvf", "check_clips", "expectile_weights",
-           "icvf_batch", "icvf_loss", "load_encoder", "load_icvf", "open_video_source", "pretrain",
-           "read_meta", "sample_goals", "value_order"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "META_FILE", "ArrayClips", "ICVFConfig", "ICVFLearner",
+           "build_icvf", "check_clips", "expectile_weights", "icvf_batch", "icvf_loss", "load_encoder", "load_icvf",
+           "open_video_source", "pretrain", "read_meta", "sample_goals", "value_order"]
