@@ -316,6 +316,17 @@ def cmd_pretrain_gfn(args) -> int:
     return 0
 
 
+def _pretrain_config(args, out: Path, config_cls, read_meta, marker: str, overrides: dict):
+    """The pretraining config: a resumed run's own saved config, else `--preset` with the size overrides."""
+    if args.resume and ((out / "checkpoints" / "latest").exists() or (out / marker).exists()):
+        config = config_cls.from_dict(read_meta(out)["config"], source=f"{out} (resumed)")  # the run's own wins
+        if overrides or args.preset != "cpu-small":
+            print(f"resuming {out} with its saved config (preset {config.name!r}); --preset, --plain and size "
+                  "options are ignored")
+        return config
+    return config_cls.preset(args.preset, **overrides)
+
+
 def cmd_pretrain_contextwm(args) -> int:
     import torch
 
@@ -328,13 +339,7 @@ def cmd_pretrain_contextwm(args) -> int:
     if args.plain:
         overrides["contextual"] = False
     out = Path(args.out or f"runs/contextwm__{args.preset}{'-plain' if args.plain else ''}__seed{args.seed}")
-    if args.resume and ((out / "checkpoints" / "latest").exists() or (out / "contextwm.json").exists()):
-        config = WorldModelConfig.from_dict(read_meta(out)["config"], source=f"{out} (resumed)")  # the run's own
-        if overrides or args.preset != "cpu-small":
-            print(f"resuming {out} with its saved config (preset {config.name!r}); --preset, --plain and size "
-                  "options are ignored")
-    else:
-        config = WorldModelConfig.preset(args.preset, **overrides)
+    config = _pretrain_config(args, out, WorldModelConfig, read_meta, "contextwm.json", overrides)
     t0 = time.time()
     out = pretrain(args.videos if len(args.videos) > 1 else args.videos[0], config, steps=args.steps, out_dir=out,
                    seed=args.seed, resume=args.resume, device=args.device, stride=args.stride,
@@ -360,14 +365,7 @@ def cmd_pretrain_vptr(args) -> int:
                                    ("clip_len", args.clip_len), ("stride", args.stride), ("lr", args.lr))
                  if v is not None}
     out = Path(args.out)
-    if args.resume and ((out / "checkpoints" / "latest").exists() or (out / "vptr.json").exists()):
-        saved = read_meta(args.out)  # the run's own config wins on resume
-        config = ICVFConfig.from_dict(saved["config"], source=f"{args.out} (resumed)")
-        if overrides or args.preset != "cpu-small":
-            print(f"resuming {args.out} with its saved config (preset {config.name!r}); --preset and size options "
-                  "are ignored")
-    else:
-        config = ICVFConfig.preset(args.preset, **overrides)
+    config = _pretrain_config(args, out, ICVFConfig, read_meta, "vptr.json", overrides)
     t0 = time.time()
     out = pretrain(args.videos if len(args.videos) > 1 else args.videos[0], config, steps=args.steps,
                    out_dir=args.out, seed=args.seed, resume=args.resume, device=args.device,
