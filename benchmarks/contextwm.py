@@ -78,6 +78,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlpt.errors import ConfigError  # noqa: E402
+from rlpt.eval.plots import save_figure  # noqa: E402
 from rlpt.utils import resolve_device, set_seed, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -482,12 +483,7 @@ def plot_curves(runs: dict[str, dict], inits: list[str], path: Path, title: str,
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def agent_return_run(init: str, seed: int, args, pretrained: dict[str, Any], work: Path) -> dict[str, Any]:

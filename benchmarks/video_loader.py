@@ -19,7 +19,6 @@ Shared CPU: compare the ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,7 @@ torch.set_num_threads(1)
 
 from rlpt.data.video import GRAB_MAX_GAP, open_videos  # noqa: E402
 from rlpt.eval.video import write_video  # noqa: E402
+from rlpt.utils import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,11 +180,7 @@ def main() -> None:
         "cells": rows,
         "gap_costs": gaps,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    out = write_json(args.out, report)
     print(f"\nwrote {out}")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from rlpt.runs import read_metrics
+from rlpt.utils import atomic_write
 
 
 def plot_learning_curve(run_path: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -56,9 +57,15 @@ def plot_learning_curve(run_path: str | os.PathLike, out: str | os.PathLike | No
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out) if out is not None else Path(run_path) / "plots" / "learning_curve.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_figure(fig, out)
     return out
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as PNG atomically (a crash never leaves a truncated image) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
