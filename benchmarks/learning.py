@@ -33,7 +33,7 @@ from rlpt.agents.base import AGENT_REGISTRY
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
 from rlpt.train import _load_dataset, load_recipe, train
-from rlpt.utils import set_seed, spearman, write_json
+from rlpt.utils import merge_nested, set_seed, spearman, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 
@@ -149,12 +149,8 @@ def main() -> None:
     args = p.parse_args()
     results_path = Path(args.results)
     if args.merge:
-        merged: dict = {}
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        for part in parts:
-            for name, seeds in part["results"].items():  # parts may split one seed's algorithms
-                for seed, algos in seeds.items():
-                    merged.setdefault(name, {}).setdefault(seed, {}).update(algos)
+        merged = merge_nested([part["results"] for part in parts], depth=3)  # parts may split a seed's algorithms
         report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
                   "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
                             for f, part in zip(args.merge, parts, strict=True)],

@@ -12,7 +12,8 @@ with 5% keypoint noise, with a wrong contact point (success override), and the w
 potential-based variant. Targets: dense reaches 50% success in at most half the online steps of sparse-only;
 5% noise loses at most 10 points; wrong contact (override or potential) ends no worse than sparse-only - 10.
 Every run is a normal run folder (success-rate curve, video); results are saved after every run
-(benchmarks/results/vlm_rewards_<experiment>.json), and re-running skips finished runs.
+(benchmarks/results/vlm_rewards_<experiment>.json), and re-running skips finished runs. Parallel processes
+(one per seed, each with its own --results) are joined with `--merge A.json B.json`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from rlpt.train import load_recipe, train
-from rlpt.utils import write_json
+from rlpt.utils import merge_nested, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GT = "{type: ground_truth}"
@@ -117,6 +118,18 @@ def summarize(experiment: str, results: dict) -> dict:
     return {"conditions": rows, "targets": t}
 
 
+def merge(args: argparse.Namespace) -> None:
+    """Write the union of several results files (parallel processes, one per seed or condition) to --results."""
+    parts = [json.loads(Path(f).read_text()) for f in args.merge]
+    results = merge_nested([part["results"] for part in parts], depth=2)
+    report = {"benchmark": f"vlm_rewards_{args.experiment}", "command": " ".join(["python", *sys.argv]),
+              "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
+                        for f, part in zip(args.merge, parts, strict=True)],
+              "versions": parts[0]["versions"], "results": results, "summary": summarize(args.experiment, results)}
+    write_json(Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json"), report)
+    print(json.dumps(report["summary"], indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", choices=sorted(CONDITIONS), required=True)
@@ -126,7 +139,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_vlm_rewards")
     p.add_argument("--results", help="results JSON (default benchmarks/results/vlm_rewards_<experiment>.json)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="merge results files of parallel runs (e.g. one per seed) into --results and exit")
     args = p.parse_args()
+    if args.merge:
+        merge(args)
+        return
     torch.set_num_threads(args.threads)
     path = Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json")
     previous = json.loads(path.read_text()) if path.exists() else {}

@@ -7,7 +7,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,19 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
 def read_yaml(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+def merge_nested(parts: Sequence[Mapping[str, Any]], depth: int) -> dict[str, Any]:
+    """Merge result dicts of parallel benchmark runs: nested keys are united down to `depth` levels, below which
+    a later part's entry replaces an earlier one (e.g. depth 2 for {seed: {condition: result}})."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if depth > 1 and isinstance(value, Mapping):
+                merged[key] = merge_nested([merged.get(key, {}), value], depth - 1)
+            else:
+                merged[key] = value
+    return merged
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -13,7 +13,7 @@ from rlpt.data import Dataset
 from rlpt.errors import CheckpointError, ConfigError, DatasetShapeError, DatasetValueError
 from rlpt.nets import MLP
 from rlpt.runs import MetricsLogger, RunDir, read_metrics
-from rlpt.utils import set_seed
+from rlpt.utils import merge_nested, set_seed
 
 
 def small_dataset(n=10):
@@ -132,3 +132,14 @@ def test_seeding_is_reproducible():
     b = set_seed(5).normal(size=3), torch.rand(3)
     np.testing.assert_array_equal(a[0], b[0])
     assert torch.equal(a[1], b[1])
+
+
+def test_merge_nested_unites_parallel_benchmark_parts():
+    seed0_a = {"hopper": {"0": {"unio4": 1.0}}}
+    seed0_b = {"hopper": {"0": {"iql": 2.0}, "1": {"unio4": 3.0}}}
+    rerun = {"hopper": {"0": {"unio4": 4.0}}}
+    merged = merge_nested([seed0_a, seed0_b, rerun], depth=3)
+    assert merged == {"hopper": {"0": {"unio4": 4.0, "iql": 2.0}, "1": {"unio4": 3.0}}}
+    # shallower depth: a later part's whole entry wins
+    assert merge_nested([seed0_a, seed0_b], depth=1) == seed0_b
+    assert seed0_a == {"hopper": {"0": {"unio4": 1.0}}}  # inputs untouched
