@@ -1,7 +1,8 @@
 """GFlowNet benchmark (docs/gfn.md): rlpt's TB vs torchgfn, OC-GFN pretraining, adaptation to new rewards.
 
-    .venv/bin/python benchmarks/gfn.py                       # 3 seeds, defaults below
-    .venv/bin/python benchmarks/gfn.py --seeds 1 --pretrain-steps 1500 --adapt-steps 1000
+    .venv/bin/python benchmarks/gfn.py                       # seeds 0 1 2, both tasks, defaults below
+    .venv/bin/python benchmarks/gfn.py --seeds 1 --tasks bitseq --skip-tb --out /tmp/gfn_s1.json
+    .venv/bin/python benchmarks/gfn.py --merge /tmp/gfn_s0.json /tmp/gfn_s1.json ...   # parallel parts -> --out
 
 1. From-scratch TB on the 2-D HyperGrid of side 16 (R0=0.1, R1=0.5, R2=2; torchgfn's example: 2x256 ReLU MLP with
    a learned P_B head on the P_F trunk, Adam 1e-3 / log Z 0.1, batch 16, grad clip 1, one thread), rlpt vs
@@ -9,11 +10,12 @@
    interpreter (`--torchgfn-python`, default $TORCHGFN_PYTHON or /tmp/tgfn/venv/bin/python: torchgfn pins
    numpy < 2, so it is not installed into rlpt's venv); its P_F is read on every state and scored with the same
    exact DP. Skipped when that interpreter is missing.
-2. OC-GFN pretraining (reward-free): the exact success rate P(x = y | y) over all 256 outcomes.
-3. Adaptation to new rewards (hypergrid R0=1e-3, 10 random sparse modes, hypergrid R0=1e-2): exact L1 and modes
-   covered vs steps for OC-GFN exact conversion (0 steps), OC-GFN amortized adapter, and TB from scratch.
+2. OC-GFN pretraining (reward-free) on the 2-D HyperGrid of side 16 and on 12-bit sequences of 4-bit words: the
+   exact success rate P(x = y | y) (all 256 grid outcomes; 256 random ones of the 4,096 bit strings).
+3. Adaptation to new rewards (TASKS below: three per DAG): exact L1 and modes covered vs steps for OC-GFN exact
+   conversion (0 steps), the OC-GFN amortized adapter, and TB from scratch (modes found too).
    Target: OC-GFN reaches the scratch run's final L1 within a third of the scratch steps.
-Writes benchmarks/results/gfn.json.
+Writes benchmarks/results/gfn.json (per seed, and a summary); finished parts are kept when it is rerun.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlpt.gfn.envs import HyperGrid  # noqa: E402
+from rlpt.gfn.envs import HyperGrid, make_dag_env  # noqa: E402
 from rlpt.gfn.evaluate import exact_metrics, masked_log_softmax  # noqa: E402
 from rlpt.gfn.gflownet import GFlowNet  # noqa: E402
-from rlpt.gfn.ocgfn import OCGFN, AmortizedTrainer, OCGFNConfig, convert_exact  # noqa: E402
+from rlpt.gfn.ocgfn import OCGFN, AmortizedTrainer, OCGFNConfig, convert_exact_many  # noqa: E402
+from rlpt.utils import merge_nested, write_json  # noqa: E402
 
 TORCHGFN_SCRIPT = r"""
 import json, sys, time
@@ -85,9 +88,7 @@ def l1_curve_rlpt(env, steps: int, every: int, seed: int, **kw) -> dict:
         gfn.train_step()
         train_s += time.perf_counter() - t0
         if it % every == 0:
-            m = exact_metrics(env, gfn.log_pf_table())
-            curve.append({"step": it, "l1": m["l1"], "modes_covered": m.get("modes_covered"),
-                          "modes_found": len(gfn.seen_modes)})
+            curve.append(exact_curve_point(env, gfn.log_pf_table(), it, modes_found=len(gfn.seen_modes)))
     return {"curve": curve, "train_seconds": train_s, "it_per_s": steps / train_s}
 
 
@@ -106,8 +107,7 @@ def torchgfn_run(python: str, env, steps: int, every: int, seed: int) -> dict | 
         curve = []
         for it in range(every, steps + 1, every):
             logits = torch.tensor(np.load(f"{d}/logits_{it}.npy"))
-            m = exact_metrics(env, masked_log_softmax(logits, mask))
-            curve.append({"step": it, "l1": m["l1"], "modes_covered": m.get("modes_covered")})
+            curve.append(exact_curve_point(env, masked_log_softmax(logits, mask), it))
     return {"curve": curve, "train_seconds": summary["train_seconds"], "it_per_s": steps / summary["train_seconds"]}
 
 
@@ -115,83 +115,160 @@ def first_step_below(curve: list[dict], threshold: float) -> int | None:
     return next((c["step"] for c in curve if c["l1"] <= threshold), None)
 
 
+# pretraining DAGs and the new rewards adapted to (the benchmark seed is added to every reward's own seed)
+TASKS = {
+    "hypergrid": {"env": {"kind": "hypergrid", "dim": 2, "side": 16},
+                  "rewards": {"hypergrid_R0_1e-3": {"name": "hypergrid", "R0": 1e-3},
+                              "sparse10": {"name": "sparse", "k": 10, "seed": 0},
+                              "hypergrid_R0_1e-2": {"name": "hypergrid", "R0": 1e-2}}},
+    "bitseq": {"env": {"kind": "bitseq", "length": 12, "word": 4},
+               "rewards": {"bitseq20": {"name": "bitseq", "n_modes": 20, "seed": 0},
+                           "bitseq5_beta20": {"name": "bitseq", "n_modes": 5, "beta": 20.0, "seed": 100},
+                           "sparse10": {"name": "sparse", "k": 10, "seed": 0}}},
+}
+
+
+def exact_curve_point(env, log_pf: torch.Tensor, step: int, **extra) -> dict:
+    m = exact_metrics(env, log_pf)
+    return {"step": step, "l1": m["l1"], "modes_covered": m.get("modes_covered"), **extra}
+
+
+def pretrain_and_adapt(task: str, seed: int, args: argparse.Namespace, log) -> dict:
+    """Part 2 (OC-GFN pretraining) and part 3 (adaptation: exact, amortized, scratch) on one task."""
+    base = make_dag_env({**TASKS[task]["env"], "reward": {"name": "none"}})
+    oc = OCGFN(base, OCGFNConfig(seed=seed))
+    curve, train_s = [], 0.0
+    for it in range(1, args.pretrain_steps + 1):
+        a = time.perf_counter()
+        oc.train_step()
+        train_s += time.perf_counter() - a
+        if it % max(args.every, args.pretrain_steps // 10) == 0 or it == args.pretrain_steps:
+            curve.append({"step": it, "success_rate": oc.success_rate()})
+    out: dict = {"pretrain": {"curve": curve, "train_seconds": train_s, "it_per_s": args.pretrain_steps / train_s},
+                 "adapt": {}}
+    log(f"{task} OC-GFN pretraining: exact success {curve[-1]['success_rate']:.4f} after {args.pretrain_steps} "
+        f"steps ({train_s:.0f}s)")
+    specs = {name: {**spec, "seed": spec["seed"] + seed} if "seed" in spec else spec
+             for name, spec in TASKS[task]["rewards"].items()}
+    envs = {name: base.with_reward(spec) for name, spec in specs.items()}
+    t0 = time.perf_counter()  # exact conversion: one sweep over the outcomes serves every reward
+    converted = dict(zip(envs, convert_exact_many(oc, list(envs.values())), strict=True))
+    out["exact_seconds_all_rewards"] = time.perf_counter() - t0
+    for name, env in envs.items():
+        row: dict = {"reward": specs[name], "exact": exact_metrics(env, converted[name])}
+        row["scratch"] = l1_curve_rlpt(env, args.adapt_steps, args.every, seed, loss="tb")
+        am = AmortizedTrainer(oc, env, seed=seed)
+        acurve, train_s = [], 0.0
+        for it in range(1, args.adapt_steps + 1):
+            a = time.perf_counter()
+            am.train_step()
+            train_s += time.perf_counter() - a
+            if it % args.every == 0:
+                table = masked_log_softmax(am.logits(env.all_states), env.forward_mask(env.all_states))
+                acurve.append(exact_curve_point(env, table, it))
+        row["amortized"] = {"curve": acurve, "train_seconds": train_s}
+        final = row["scratch"]["curve"][-1]["l1"]
+        row["scratch_final_l1"] = final
+        row["exact_steps_to_scratch_final"] = 0 if row["exact"]["l1"] <= final else None
+        row["amortized_steps_to_scratch_final"] = first_step_below(acurve, final)
+        third = args.adapt_steps / 3
+        row["target_exact_within_third"] = row["exact_steps_to_scratch_final"] is not None
+        reach = row["amortized_steps_to_scratch_final"]
+        row["target_amortized_within_third"] = reach is not None and reach <= third
+        out["adapt"][name] = row
+        log(f"{task}/{name}: scratch final L1 {final:.3f} at {args.adapt_steps}; exact conversion L1 "
+            f"{row['exact']['l1']:.3f} (modes {row['exact'].get('modes_covered')}/{row['exact'].get('n_modes')}); "
+            f"amortized final L1 {acurve[-1]['l1']:.3f}, reaches scratch's final at {reach}")
+    return out
+
+
+def summarize(seeds: dict) -> dict:
+    """Mean/std over seeds of the headline numbers per task and reward."""
+    def stat(xs: list) -> dict | None:
+        xs = [x for x in xs if x is not None]
+        return {"mean": float(np.mean(xs)), "std": float(np.std(xs)), "n": len(xs)} if xs else None
+
+    summary: dict = {}
+    runs = list(seeds.values())
+    tb = [r["tb"] for r in runs if "tb" in r]
+    if tb:
+        summary["tb_vs_torchgfn"] = {
+            "rlpt_it_per_s": stat([r["rlpt"]["it_per_s"] for r in tb]),
+            "torchgfn_it_per_s": stat([(r.get("torchgfn") or {}).get("it_per_s") for r in tb]),
+            "rlpt_final_l1": stat([r["rlpt"]["curve"][-1]["l1"] for r in tb]),
+            "torchgfn_final_l1": stat([((r.get("torchgfn") or {}).get("curve") or [{}])[-1].get("l1") for r in tb])}
+    for task in TASKS:
+        rows = [r[task] for r in runs if task in r]
+        if not rows:
+            continue
+        t = summary[task] = {"pretrain_success": stat([r["pretrain"]["curve"][-1]["success_rate"] for r in rows])}
+        for name in TASKS[task]["rewards"]:
+            cells = [r["adapt"][name] for r in rows if name in r["adapt"]]
+            t[name] = {"scratch_final_l1": stat([c["scratch_final_l1"] for c in cells]),
+                       "exact_l1": stat([c["exact"]["l1"] for c in cells]),
+                       "amortized_final_l1": stat([c["amortized"]["curve"][-1]["l1"] for c in cells]),
+                       "exact_within_third": sum(c["target_exact_within_third"] for c in cells),
+                       "amortized_within_third": sum(c["target_amortized_within_third"] for c in cells),
+                       "seeds": len(cells)}
+    return summary
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
     p.add_argument("--scratch-steps", type=int, default=1000, help="part 1: TB iterations (rlpt and torchgfn)")
     p.add_argument("--pretrain-steps", type=int, default=3000)
     p.add_argument("--adapt-steps", type=int, default=1500, help="part 3: scratch and amortized iterations")
     p.add_argument("--every", type=int, default=100, help="iterations between exact evaluations")
     p.add_argument("--torchgfn-python", default=os.environ.get("TORCHGFN_PYTHON", "/tmp/tgfn/venv/bin/python"))
+    p.add_argument("--skip-tb", action="store_true", help="skip part 1 (rlpt TB vs torchgfn)")
     p.add_argument("--skip-torchgfn", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gfn.json"))
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="merge results of parallel runs into --out and exit")
     args = p.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        seeds = merge_nested([part["seeds"] for part in parts], depth=2)
+        res = {"command": " ".join(["python", *sys.argv]),
+               "parts": [{"file": f, "command": part["command"], "seconds": part.get("seconds")}
+                         for f, part in zip(args.merge, parts, strict=True)],
+               "seeds": seeds, "summary": summarize(seeds)}
+        write_json(args.out, res)
+        print(json.dumps(res["summary"], indent=1))
+        return
     torch.set_num_threads(1)
     t_start = time.time()
-    res: dict = {"command": " ".join(sys.argv), "torch_threads": 1, "args": vars(args), "seeds": {}}
-    rewards = {"hypergrid_R0_1e-3": {"name": "hypergrid", "R0": 1e-3},
-               "sparse10": {"name": "sparse", "k": 10, "seed": 0},
-               "hypergrid_R0_1e-2": {"name": "hypergrid", "R0": 1e-2}}
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    res: dict = {"command": " ".join(["python", *sys.argv]), "torch_threads": 1, "args": vars(args),
+                 "versions": {"torch": torch.__version__}, "seeds": previous.get("seeds", {})}
 
     def dump() -> None:
         res["seconds"] = round(time.time() - t_start, 1)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
+        res["summary"] = summarize(res["seeds"])
+        write_json(args.out, res)
 
-    for seed in range(args.seeds):
-        out: dict = {}
-        res["seeds"][seed] = out
-        # 1. scratch TB, rlpt vs torchgfn
-        env = HyperGrid(2, 16, reward={"name": "hypergrid", "R0": 0.1})
-        out["tb_rlpt"] = l1_curve_rlpt(env, args.scratch_steps, args.every, seed, loss="tb", backward="learned")
-        print(f"[seed {seed}] rlpt TB: {out['tb_rlpt']['it_per_s']:.1f} it/s, final L1 "
-              f"{out['tb_rlpt']['curve'][-1]['l1']:.3f}", flush=True)
-        if not args.skip_torchgfn:
-            out["tb_torchgfn"] = torchgfn_run(args.torchgfn_python, env, args.scratch_steps, args.every, seed)
-            if out["tb_torchgfn"] and "curve" in out["tb_torchgfn"]:
-                print(f"[seed {seed}] torchgfn TB: {out['tb_torchgfn']['it_per_s']:.1f} it/s, final L1 "
-                      f"{out['tb_torchgfn']['curve'][-1]['l1']:.3f}", flush=True)
-        dump()
-        # 2. OC-GFN pretraining
-        base = HyperGrid(2, 16)
-        oc = OCGFN(base, OCGFNConfig(seed=seed))
-        curve, train_s = [], 0.0
-        for it in range(1, args.pretrain_steps + 1):
-            a = time.perf_counter()
-            oc.train_step()
-            train_s += time.perf_counter() - a
-            if it % max(args.every, args.pretrain_steps // 10) == 0 or it == args.pretrain_steps:
-                curve.append({"step": it, "success_rate": oc.success_rate()})
-        out["pretrain"] = {"curve": curve, "train_seconds": train_s, "it_per_s": args.pretrain_steps / train_s}
-        print(f"[seed {seed}] OC-GFN pretraining: success {curve[-1]['success_rate']:.4f} after "
-              f"{args.pretrain_steps} steps ({train_s:.0f}s)", flush=True)
-        dump()
-        # 3. adaptation
-        out["adapt"] = {}
-        for name, spec in rewards.items():
-            spec = {**spec, "seed": seed} if spec["name"] == "sparse" else spec
-            env = base.with_reward(spec)
-            row: dict = {"exact": exact_metrics(env, convert_exact(oc, env))}
-            row["scratch"] = l1_curve_rlpt(env, args.adapt_steps, args.every, seed, loss="tb")
-            am = AmortizedTrainer(oc, env, seed=seed)
-            acurve = []
-            for it in range(1, args.adapt_steps + 1):
-                am.train_step()
-                if it % args.every == 0:
-                    m = exact_metrics(env, masked_log_softmax(am.logits(env.all_states),
-                                                              env.forward_mask(env.all_states)))
-                    acurve.append({"step": it, "l1": m["l1"], "modes_covered": m.get("modes_covered")})
-            row["amortized"] = {"curve": acurve}
-            final = row["scratch"]["curve"][-1]["l1"]
-            row["scratch_final_l1"] = final
-            row["exact_steps_to_scratch_final"] = 0 if row["exact"]["l1"] <= final else None
-            row["amortized_steps_to_scratch_final"] = first_step_below(acurve, final)
-            out["adapt"][name] = row
-            print(f"[seed {seed}] {name}: scratch final L1 {final:.3f} at {args.adapt_steps}; exact conversion L1 "
-                  f"{row['exact']['l1']:.3f} (modes {row['exact'].get('modes_covered')}); amortized final L1 "
-                  f"{acurve[-1]['l1']:.3f}, reaches scratch's final at {row['amortized_steps_to_scratch_final']}",
-                  flush=True)
+    for seed in args.seeds:
+        out = res["seeds"].setdefault(str(seed), {})
+
+        def log(msg: str, seed: int = seed) -> None:
+            print(f"[seed {seed}] {msg}", flush=True)
+
+        if not args.skip_tb and "tb" not in out:  # 1. scratch TB, rlpt vs torchgfn
+            env = HyperGrid(2, 16, reward={"name": "hypergrid", "R0": 0.1})
+            tb = {"rlpt": l1_curve_rlpt(env, args.scratch_steps, args.every, seed, loss="tb", backward="learned")}
+            log(f"rlpt TB: {tb['rlpt']['it_per_s']:.1f} it/s, final L1 {tb['rlpt']['curve'][-1]['l1']:.3f}")
+            if not args.skip_torchgfn:
+                tb["torchgfn"] = torchgfn_run(args.torchgfn_python, env, args.scratch_steps, args.every, seed)
+                if tb["torchgfn"] and "curve" in tb["torchgfn"]:
+                    log(f"torchgfn TB: {tb['torchgfn']['it_per_s']:.1f} it/s, final L1 "
+                        f"{tb['torchgfn']['curve'][-1]['l1']:.3f}")
+            out["tb"] = tb
             dump()
+        for task in args.tasks:  # 2-3. OC-GFN pretraining and adaptation
+            if task not in out:
+                out[task] = pretrain_and_adapt(task, seed, args, log)
+                dump()
     dump()
     print(f"wrote {args.out} in {time.time() - t_start:.0f}s")
 

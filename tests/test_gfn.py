@@ -19,6 +19,7 @@ from rlpt.gfn import (
     OCGFNConfig,
     Terms,
     convert_exact,
+    convert_exact_many,
     detailed_balance,
     exact_metrics,
     subtrajectory_balance,
@@ -132,6 +133,10 @@ def test_exact_marginalisation_matches_brute_force():
     mixture = sum(w[i] * brute_force_pt(env, cond_pf[i]) for i in range(len(ys)))
     converted = convert_exact(oc, env)
     assert torch.allclose(brute_force_pt(env, converted), mixture, atol=1e-6)
+    other = env.with_reward({"name": "sparse", "k": 2, "seed": 3})  # one sweep over outcomes serves both rewards
+    both = convert_exact_many(oc, [env, other], chunk=4)
+    assert torch.allclose(both[0], converted, atol=1e-6)
+    assert torch.allclose(both[1], convert_exact(oc, other), atol=1e-6)
     # with perfect conditional policies (hand-built flows for R(x|y) = 1[x = y]) the conversion samples R/Z
     perfect = []
     for i in range(len(ys)):
@@ -139,8 +144,51 @@ def test_exact_marginalisation_matches_brute_force():
         e = env.with_reward(rew)
         e.reward.index = env.terminal_index[i:i + 1]  # make target y_i
         perfect.append(optimal_flow(e)[0])
-    oc.conditional_tables = lambda y, chunk_rows=0: (torch.stack(perfect)[env.state_index(y)], None)
+    oc.conditional_tables = lambda y, **kw: (torch.stack(perfect)[env.state_index(y)], None)
     assert exact_metrics(env, convert_exact(oc, env))["l1"] < 1e-6
+
+
+def test_outcome_mask_is_reachability(tiny):
+    """A terminal y passes every component of outcome_mask(s) iff the DAG has a path s -> y; the edge mask of
+    (s, a) is the reachability of the child (and y = s for stop)."""
+    from rlpt.gfn.ocgfn import edge_outcome_mask
+
+    env, s, ys = tiny, tiny.all_states, tiny.terminals
+    reach = torch.eye(len(s), dtype=torch.bool)
+    for i in reversed(range(len(s))):  # children come later in the topological order
+        for c in env.transitions[i][env.transitions[i] >= 0]:
+            reach[i] |= reach[c]
+    want = reach[:, env.terminal_index]  # (n_states, n_terminals)
+    mask = env.outcome_mask(s)  # (n_states, k, c)
+    got = mask[:, torch.arange(env.state_len)[None, :], ys].all(-1)  # (n_states, n_terminals)
+    assert torch.equal(got, want)
+    rows, acts = torch.nonzero(env.forward_mask(s), as_tuple=True)
+    edge = edge_outcome_mask(env, s[rows], acts)[:, torch.arange(env.state_len)[None, :], ys].all(-1)
+    child = torch.where(acts == env.stop, rows, env.transitions[rows, acts.clamp(max=env.n_actions - 2)])
+    expect = torch.where((acts == env.stop)[:, None], env.state_index(ys)[None] == rows[:, None],
+                         want[child])
+    assert torch.equal(edge, expect)
+
+
+def test_amortized_adapter_learns_a_new_reward_from_a_frozen_ocgfn():
+    from rlpt.gfn import AmortizedTrainer
+    from rlpt.gfn.evaluate import masked_log_softmax
+    from rlpt.gfn.gflownet import uniform_log_pf
+
+    base = HyperGrid(2, 4)
+    oc = OCGFN(base, OCGFNConfig(hidden=(64, 64), explorer_hidden=(64, 64), seed=0))
+    for _ in range(300):
+        oc.train_step()
+    env = base.with_reward({"name": "sparse", "k": 3, "low": 0.05, "high": 1.0, "seed": 1})
+    frozen = {k: v.clone() for k, v in oc.model.state_dict().items()}
+    am = AmortizedTrainer(oc, env, hidden=(64, 64), seed=0)
+    s = env.all_states
+    for _ in range(300):
+        assert math.isfinite(am.train_step()["loss"])
+    l1 = exact_metrics(env, masked_log_softmax(am.logits(s), env.forward_mask(s)))["l1"]
+    uniform = exact_metrics(env, uniform_log_pf(env))["l1"]
+    assert l1 < 0.5 * uniform, (l1, uniform)
+    assert all(torch.equal(v, oc.model.state_dict()[k]) for k, v in frozen.items())  # the OC-GFN stays frozen
 
 
 def test_tb_learns_a_tiny_grid():

@@ -8,9 +8,9 @@ from rlpt.gfn.envs import BitSeq, DAGEnv, GFNGymEnv, HyperGrid, make_dag_env, ma
 from rlpt.gfn.evaluate import exact_metrics, terminal_distribution, visit_probabilities
 from rlpt.gfn.gflownet import GFlowNet, GFNAgent, GFNAgentConfig, GFNModel, sample_trajectories
 from rlpt.gfn.losses import Terms, detailed_balance, subtrajectory_balance, trajectory_balance
-from rlpt.gfn.ocgfn import OCGFN, AmortizedTrainer, OCGFNConfig, convert_exact, pretrain
+from rlpt.gfn.ocgfn import OCGFN, AmortizedTrainer, OCGFNConfig, convert_exact, convert_exact_many, pretrain
 
 __all__ = ["OCGFN", "AmortizedTrainer", "BitSeq", "DAGEnv", "GFNAgent", "GFNAgentConfig", "GFNGymEnv", "GFNModel",
-           "GFlowNet", "HyperGrid", "OCGFNConfig", "Terms", "convert_exact", "detailed_balance", "exact_metrics",
-           "make_dag_env", "make_reward", "pretrain", "sample_trajectories", "subtrajectory_balance",
+           "GFlowNet", "HyperGrid", "OCGFNConfig", "Terms", "convert_exact", "convert_exact_many", "detailed_balance",
+           "exact_metrics", "make_dag_env", "make_reward", "pretrain", "sample_trajectories", "subtrajectory_balance",
            "terminal_distribution", "trajectory_balance", "visit_probabilities"]

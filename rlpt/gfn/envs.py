@@ -204,6 +204,12 @@ class DAGEnv:
         """`n` terminal states drawn uniformly."""
         raise NotImplementedError
 
+    def outcome_mask(self, s: torch.Tensor) -> torch.Tensor:
+        """(B, state_len, n_classes) bool: the values each component of a terminal reachable from `s` can take.
+        Reachability factorises over components in both DAGs here, so a terminal y is reachable from s iff
+        every component of y is allowed; outcome predictors use this without enumerating terminals."""
+        raise NotImplementedError
+
     def spec(self) -> dict[str, Any]:
         """Constructor arguments (with the reward's spec), enough for `make_dag_env` to rebuild the env."""
         raise NotImplementedError
@@ -316,6 +322,9 @@ class HyperGrid(DAGEnv):
     def random_terminals(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randint(0, self.side, (n, self.dim), generator=generator)
 
+    def outcome_mask(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.arange(self.side)[None, None, :] >= s[:, :, None]  # coordinates only grow
+
 
 class BitSeq(DAGEnv):
     """Bit strings of `length` bits built from `length // word` words of `word` bits. Each step writes one word
@@ -375,6 +384,10 @@ class BitSeq(DAGEnv):
 
     def random_terminals(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randint(0, self.words, (n, self.slots), generator=generator)
+
+    def outcome_mask(self, s: torch.Tensor) -> torch.Tensor:
+        values = torch.arange(self.words)[None, None, :]
+        return (s[:, :, None] < 0) | (values == s[:, :, None])  # an empty slot takes any word, a filled one stays
 
     def to_bits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, length) bits of full strings, most significant bit of each word first."""

@@ -180,8 +180,9 @@ class OCGFN:
 
     # ------------------------------------------------------------------ exact views (enumerable envs)
     @torch.no_grad()
-    def conditional_tables(self, y: torch.Tensor, chunk_rows: int = 65536):
-        """(log P_F (n_y, n_states, n_actions), log F (n_y, n_states)) of the conditional policy for outcomes y."""
+    def conditional_tables(self, y: torch.Tensor, chunk_rows: int = 65536, flows: bool = True):
+        """(log P_F (n_y, n_states, n_actions), log F (n_y, n_states) or None when not `flows`) of the
+        conditional policy for outcomes y: n_y x n_states forward passes."""
         env, s = self.env, self.env.all_states
         n = len(s)
         per = max(1, chunk_rows // n)
@@ -190,10 +191,13 @@ class OCGFN:
         for i in range(0, len(y), per):
             yc = y[i:i + per]
             cond = self.cond(yc)[:, None, :].expand(len(yc), n, -1).reshape(len(yc) * n, -1)
-            pf, _, lf = self.model(obs.repeat(len(yc), 1), cond)
+            if flows:
+                pf, _, lf = self.model(obs.repeat(len(yc), 1), cond)
+                fs.append(lf.reshape(len(yc), n))
+            else:  # the policy head alone: half the work
+                pf = self.model.policy_logits(obs.repeat(len(yc), 1), cond)
             pfs.append(masked_log_softmax(pf.reshape(len(yc), n, -1), mask))
-            fs.append(lf.reshape(len(yc), n))
-        return torch.cat(pfs), torch.cat(fs)
+        return torch.cat(pfs), (torch.cat(fs) if flows else None)
 
     @torch.no_grad()
     def success_rate(self, y: torch.Tensor | None = None, max_outcomes: int = 256, seed: int = 0) -> float:
@@ -209,7 +213,7 @@ class OCGFN:
         rates = []
         for i in range(0, len(y), 64):
             yc = y[i:i + 64]
-            pt = terminal_distribution(env, self.conditional_tables(yc)[0])
+            pt = terminal_distribution(env, self.conditional_tables(yc, flows=False)[0])
             rates.append(pt[torch.arange(len(yc)), pos[env.state_index(yc)]])
         return float(torch.cat(rates).mean())
 
@@ -266,28 +270,48 @@ def check_compatible(oc: OCGFN, env: DAGEnv) -> None:
 def convert_exact(oc: OCGFN, env: DAGEnv, flows: str = "dp", chunk: int = 64) -> torch.Tensor:
     """log P_F^R (n_states, n_actions) for `env`'s reward R, by exact marginalisation over all outcomes:
     P_F^R(a|s) = sum_y R(y) F(s|y) P_F(a|s,y) / sum_y R(y) F(s|y) (see the module docstring)."""
-    check_compatible(oc, env)
+    return convert_exact_many(oc, [env], flows, chunk)[0]
+
+
+@torch.no_grad()
+def convert_exact_many(oc: OCGFN, envs: list[DAGEnv], flows: str = "dp", chunk: int = 64) -> list[torch.Tensor]:
+    """`convert_exact` for several rewards on one DAG in one sweep over the outcomes: the conditional tables
+    (n_outcomes x n_states forward passes, the cost: minutes for the 4,096 12-bit strings on one CPU core) are
+    computed once and shared."""
+    for env in envs:
+        check_compatible(oc, env)
     if flows not in ("dp", "learned"):
         raise ConfigError(f"flows must be 'dp' or 'learned', got {flows!r}")
-    ys = env.terminals
-    w = env.true_distribution()  # R(y)/Z: the normaliser cancels
-    num = torch.zeros(env.n_states, env.n_actions, dtype=torch.float64)
-    den = torch.zeros(env.n_states, dtype=torch.float64)
+    base = envs[0]
+    ys = base.terminals
+    w = torch.stack([env.true_distribution() for env in envs])  # (n_envs, n_outcomes) R(y)/Z: Z cancels
+    num = torch.zeros(len(envs), base.n_states, base.n_actions, dtype=torch.float64)
+    den = torch.zeros(len(envs), base.n_states, dtype=torch.float64)
     for i in range(0, len(ys), chunk):
-        log_pf, log_f = oc.conditional_tables(ys[i:i + chunk])
-        f = visit_probabilities(env, log_pf) if flows == "dp" else log_f.double().exp()
-        wf = w[i:i + chunk, None] * f  # (c, n_states)
-        num += (wf[..., None] * log_pf.double().exp()).sum(0)
-        den += wf.sum(0)
-    mask = env.forward_mask(env.all_states)
-    uniform = mask / mask.sum(1, keepdim=True)
-    probs = torch.where(den[:, None] > 0, num / den.clamp_min(1e-300)[:, None], uniform.double())
-    return probs.clamp_min(1e-300).log().masked_fill(~mask, float("-inf")).float()
+        log_pf, log_f = oc.conditional_tables(ys[i:i + chunk], flows=flows == "learned")
+        f = visit_probabilities(base, log_pf) if flows == "dp" else log_f.double().exp()  # (c, n_states)
+        wf = w[:, i:i + chunk, None] * f[None]  # (n_envs, c, n_states)
+        num += torch.einsum("ecs,csa->esa", wf, log_pf.double().exp())
+        den += wf.sum(1)
+    mask = base.forward_mask(base.all_states)
+    uniform = (mask / mask.sum(1, keepdim=True)).double()
+    probs = torch.where(den[..., None] > 0, num / den.clamp_min(1e-300)[..., None], uniform)
+    return [p.clamp_min(1e-300).log().masked_fill(~mask, float("-inf")).float() for p in probs]
+
+
+def edge_outcome_mask(env: DAGEnv, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """(B, state_len, n_classes) bool: the outcomes an edge (s, a) can still lead to, component by component
+    (those reachable from the child; `s` itself for stop). F(s|y) P_F(a|s,y) is zero for every other y."""
+    mask = env.outcome_mask(env.step(s, a))
+    stop = a == env.stop
+    itself = torch.nn.functional.one_hot(s.clamp(min=0), env.n_classes).bool()  # stop rows are terminals
+    return torch.where(stop[:, None, None], itself, mask)
 
 
 class AmortizedAdapter(nn.Module):
     """N(s, a): log edge flow under R; Q(y | s, a): an autoregressive distribution over the outcome's components
-    (grid coordinates or words), so it stays tractable when outcomes cannot be enumerated."""
+    (grid coordinates or words), restricted to outcomes the edge can reach, so it stays tractable when outcomes
+    cannot be enumerated."""
 
     def __init__(self, env: DAGEnv, hidden: tuple[int, ...] = (256, 256)):
         super().__init__()
@@ -305,17 +329,22 @@ class AmortizedAdapter(nn.Module):
         base = torch.cat([obs, torch.nn.functional.one_hot(a, self.a).float()], 1)[:, None].expand(-1, self.k, -1)
         return torch.cat([base, ys, pos], -1).reshape(B * self.k, -1)
 
-    def log_q(self, obs: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _q_log_probs(self, obs: torch.Tensor, a: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, k, c) log Q of each component's value given the components of `y` before it."""
         logits = self.q_net(self._q_inputs(obs, a, y)).reshape(len(obs), self.k, self.c)
-        return torch.log_softmax(logits, -1).gather(2, y[..., None]).squeeze(2).sum(1)
+        return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), -1)
+
+    def log_q(self, obs: torch.Tensor, a: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Q(y | s, a) (B,) for outcomes inside `mask` (see `edge_outcome_mask`)."""
+        return self._q_log_probs(obs, a, y, mask).gather(2, y[..., None]).squeeze(2).sum(1)
 
     @torch.no_grad()
-    def sample_q(self, obs: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None,
-                 temperature: float = 1.0) -> torch.Tensor:
-        y = torch.zeros(len(obs), self.k, dtype=torch.long)
+    def sample_q(self, obs: torch.Tensor, a: torch.Tensor, mask: torch.Tensor,
+                 generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        y = mask.float().argmax(-1)  # any allowed value; overwritten component by component
         for i in range(self.k):
-            logits = self.q_net(self._q_inputs(obs, a, y)).reshape(len(obs), self.k, self.c)[:, i]
-            y[:, i] = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator).squeeze(1)
+            logp = self._q_log_probs(obs, a, y, mask)[:, i]
+            y[:, i] = torch.multinomial(torch.softmax(logp / temperature, -1), 1, generator=generator).squeeze(1)
         return y
 
 
@@ -345,15 +374,16 @@ class AmortizedTrainer:
         B, T1, _ = traj.states.shape
         valid = torch.arange(T1)[None] <= traj.lengths[:, None]
         s, a = traj.states[valid], traj.actions[valid]
-        obs = env.encode(s)
-        y = self.adapter.sample_q(obs, a, self.generator, self.temperature)
-        explore = torch.rand(len(y), generator=self.generator) < self.y_epsilon
-        y = torch.where(explore[:, None], env.random_terminals(len(y), self.generator), y)
+        obs, mask = env.encode(s), edge_outcome_mask(env, s, a)
+        y = self.adapter.sample_q(obs, a, mask, self.generator, self.temperature)
+        explore = torch.rand(len(y), generator=self.generator) < self.y_epsilon  # uniform over reachable outcomes
+        uniform = torch.multinomial(mask.reshape(-1, env.n_classes).float(), 1, generator=self.generator)
+        y = torch.where(explore[:, None], uniform.reshape(len(y), -1), y)
         with torch.no_grad():
             pf, _, lf = self.oc.model(obs, self.oc.cond(y))
             lp = masked_log_softmax(pf, env.forward_mask(s)).gather(1, a[:, None]).squeeze(1)
             target = (env.log_reward(y) + lf + lp).clamp(min=self.min_target)
-        pred = self.adapter.n_net(obs).gather(1, a[:, None]).squeeze(1) + self.adapter.log_q(obs, a, y)
+        pred = self.adapter.n_net(obs).gather(1, a[:, None]).squeeze(1) + self.adapter.log_q(obs, a, y, mask)
         loss = (pred - target).pow(2).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
