@@ -12,7 +12,8 @@ with 5% keypoint noise, with a wrong contact point (success override), and the w
 potential-based variant. Targets: dense reaches 50% success in at most half the online steps of sparse-only;
 5% noise loses at most 10 points; wrong contact (override or potential) ends no worse than sparse-only - 10.
 Every run is a normal run folder (success-rate curve, video); results are saved after every run
-(benchmarks/results/vlm_rewards_<experiment>.json), and re-running skips finished runs. Parallel processes
+(benchmarks/results/vlm_rewards_<experiment>.json, with a success-rate figure beside it), and re-running skips
+finished runs. Parallel processes
 (one per seed, each with its own --results) are joined with `--merge A.json B.json`.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlpt.eval.plots import save_figure
 from rlpt.train import load_recipe, train
 from rlpt.utils import merge_nested, write_json
 
@@ -118,6 +120,31 @@ def summarize(experiment: str, results: dict) -> dict:
     return {"conditions": rows, "targets": t}
 
 
+def plot(experiment: str, results: dict, path: Path) -> Path:
+    """Online success rate per condition: mean over seeds (line) and each seed (faint)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, cond in enumerate(CONDITIONS[experiment]):
+        curves = [dict(r[cond]["curve"]) for r in results.values() if cond in r]
+        if not curves:
+            continue
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        for c in curves:
+            ax.plot(sorted(c), [c[k] for k in sorted(c)], color=f"C{i}", alpha=0.25, lw=1)
+        ax.plot(steps, [np.mean([c[k] for c in curves]) for k in steps], color=f"C{i}", lw=2, marker="o",
+                label=f"{cond} ({len(curves)} seeds)")
+    ax.set(xlabel="online env steps (0: the offline policy)", ylabel="success rate", ylim=(-0.02, 1.02),
+           title=f"{experiment}: tabletop push, Cal-QL")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def merge(args: argparse.Namespace) -> None:
     """Write the union of several results files (parallel processes, one per seed or condition) to --results."""
     parts = [json.loads(Path(f).read_text()) for f in args.merge]
@@ -126,7 +153,9 @@ def merge(args: argparse.Namespace) -> None:
               "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
                         for f, part in zip(args.merge, parts, strict=True)],
               "versions": parts[0]["versions"], "results": results, "summary": summarize(args.experiment, results)}
-    write_json(Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json"), report)
+    out = Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json")
+    write_json(out, report)
+    plot(args.experiment, results, out.with_suffix(".png"))
     print(json.dumps(report["summary"], indent=2))
 
 
@@ -183,6 +212,8 @@ def main() -> None:
     report["results"] = results
     report["summary"] = summarize(args.experiment, results)
     write_json(path, report)
+    if results:
+        plot(args.experiment, results, path.with_suffix(".png"))
     print(json.dumps(report["summary"], indent=2))
 
 
