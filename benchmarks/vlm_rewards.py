@@ -1,7 +1,7 @@
 """RoboFuME and KAGI experiments on rlpt's tabletop push task (CPU scale), through `rlpt train` recipes.
 
     python benchmarks/vlm_rewards.py --experiment robofume --seeds 0 1 2
-    python benchmarks/vlm_rewards.py --experiment kagi --seeds 0 1 2
+    python benchmarks/vlm_rewards.py --experiment kagi --seeds 0 1 2 --overrides online_eval_interval=500
 
 RoboFuME (agents/robofume/tabletop-push.yaml): Cal-QL with rlpt's success-classifier reward vs the same run with
 the ground-truth success reward. Targets (issue): classifier run within 15 success-rate points of the
@@ -11,10 +11,12 @@ KAGI (agents/kagi/tabletop-push.yaml): sparse-only (ground-truth success, -1/0) 
 with 5% keypoint noise, with a wrong contact point (success override), and the wrong contact point with the
 potential-based variant. Targets: dense reaches 50% success in at most half the online steps of sparse-only;
 5% noise loses at most 10 points; wrong contact (override or potential) ends no worse than sparse-only - 10.
+Steps to 50% are read from the online evaluations (the recipe evaluates every 2,000 steps; the committed KAGI run
+used every 500 to resolve "half"), over the seeds whose offline policy is below 50%.
 Every run is a normal run folder (success-rate curve, video); results are saved after every run
 (benchmarks/results/vlm_rewards_<experiment>.json, with a success-rate figure beside it), and re-running skips
-finished runs. Parallel processes
-(one per seed, each with its own --results) are joined with `--merge A.json B.json`.
+finished runs. Parallel processes (one per seed, each with its own --results) are joined with
+`--merge A.json B.json`.
 """
 
 from __future__ import annotations
@@ -99,17 +101,24 @@ def summarize(experiment: str, results: dict) -> dict:
             t["max_dip_points"] = 100 * dip["mean"]
             t["no_dip_gt_10"] = t["max_dip_points"] <= 10
     if experiment == "kagi" and f["sparse"] is not None:
-        # steps to 50% success per seed; a run that never got there counts as its online budget (a lower bound)
+        # steps to 50% success per seed; a run that never got there counts as its online budget (a lower bound).
+        # Seeds whose offline policy (shared by both runs of a seed) already succeeds >= 50% say nothing here.
+        paired = [r for r in results.values() if "sparse" in r and "dense" in r]
+        informative = [r for r in paired if r["sparse"]["offline_success"] < 0.5]
+
         def steps50(cond: str) -> float | None:
-            runs = [r[cond] for r in results.values() if cond in r]
-            vals = [r["steps_to_50"] if r["steps_to_50"] is not None else r["online_steps"] for r in runs]
+            vals = [r[cond]["steps_to_50"] if r[cond]["steps_to_50"] is not None else r[cond]["online_steps"]
+                    for r in informative]
             return float(np.mean(vals)) if vals else None
 
+        t["steps_to_50_seeds_used"] = len(informative)
+        t["steps_to_50_seeds_offline_already_50"] = len(paired) - len(informative)
         s50, d50 = steps50("sparse"), steps50("dense")
-        if s50 and d50 is not None and rows["dense"]["reached_50"]:
-            t["dense_steps_over_sparse_steps"] = d50 / s50
-            t["sparse_never_reached_50_in_some_seeds"] = rows["sparse"]["reached_50"] < len(results)
-            t["dense_half_the_steps"] = t["dense_steps_over_sparse_steps"] <= 0.5
+        if s50 is not None and d50 is not None:
+            t["sparse_steps_to_50"], t["dense_steps_to_50"] = s50, d50
+            t["dense_steps_over_sparse_steps"] = d50 / s50 if s50 > 0 else None
+            t["sparse_never_reached_50_in_some_seeds"] = any(r["sparse"]["steps_to_50"] is None for r in informative)
+            t["dense_half_the_steps"] = d50 <= 0.5 * s50
         if f.get("dense") is not None and f.get("noise_0.05") is not None:
             t["noise_loss_points"] = 100 * (f["dense"] - f["noise_0.05"])
             t["noise_loses_le_10"] = t["noise_loss_points"] <= 10
