@@ -9,7 +9,8 @@
    torchgfn: training iterations/s (evaluation excluded) and the exact L1 curve. torchgfn runs in its own
    interpreter (`--torchgfn-python`, default $TORCHGFN_PYTHON or /tmp/tgfn/venv/bin/python: torchgfn pins
    numpy < 2, so it is not installed into rlpt's venv); its P_F is read on every state and scored with the same
-   exact DP. Skipped when that interpreter is missing.
+   exact DP. Skipped when that interpreter is missing; make one with `python3 -m venv /tmp/tgfn/venv &&
+   /tmp/tgfn/venv/bin/pip install torch==2.13.0 torchgfn==2.4.1` (the run committed used numpy 1.26.4).
 2. OC-GFN pretraining (reward-free) on the 2-D HyperGrid of side 16 and on 12-bit sequences of 4-bit words: the
    exact success rate P(x = y | y) (all 256 grid outcomes; 256 random ones of the 4,096 bit strings).
 3. Adaptation to new rewards (TASKS below: three per DAG): exact L1 and modes covered vs steps for OC-GFN exact
