@@ -31,7 +31,8 @@ Adaptation to a reward R over outcomes:
 - `AmortizedAdapter` (outcomes not enumerable): the OC-GFN stays frozen; an edge-flow net N(s, a) and an
   autoregressive outcome sampler Q(y|s, a) are fit with
   L = (log N(s,a) + log Q(y|s,a) - log R(y) - log F(s|y) - log P_F(a|s,y))^2 on (s, a) from rollouts of
-  pi(a|s) ∝ N(s,a) (epsilon-greedy) and y ~ Q (epsilon-uniform). At zero loss, summing over y gives
+  pi(a|s) ∝ N(s,a) (epsilon-greedy) and y ~ Q (epsilon-uniform), Q supported on the outcomes the edge can still
+  reach (`edge_outcome_mask`; F(s|y) P_F(a|s,y) = 0 for the others). At zero loss, summing over y gives
   N(s,a) = sum_y R(y) F(s|y) P_F(a|s,y), the edge flow above; the policy is pi ∝ N.
 """
 
