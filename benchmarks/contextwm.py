@@ -5,6 +5,10 @@ plain video-pretrained world model vs a ContextWM-pretrained one (research note 
     .venv/bin/python benchmarks/contextwm.py --quick              # end-to-end smoke run (< 3 min), not a result
     .venv/bin/python benchmarks/contextwm.py --agent-return --agent-steps 10000 --agent-seeds 0 1 2
                                                                   # part two: Dreamer agent return (hours)
+    cp benchmarks/results/contextwm.json A.json; cp benchmarks/results/contextwm.json B.json   # part two on both
+    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-inits scratch --agent-seeds 0 1 2 --out A.json &
+    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-inits contextwm --agent-seeds 0 1 2 --out B.json
+    .venv/bin/python benchmarks/contextwm.py --merge A.json B.json             # cores, then joined into --out
 
 Data
 - Pretraining videos (action-free): `rlpt video render` of cheetah, walker, hopper, finger, tabletop-push and
@@ -79,7 +83,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlpt.errors import ConfigError  # noqa: E402
 from rlpt.eval.plots import save_figure  # noqa: E402
-from rlpt.utils import resolve_device, set_seed, write_json  # noqa: E402
+from rlpt.utils import merge_nested, resolve_device, set_seed, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "agents/contextwm/cartpole-swingup-cpu.yaml"
@@ -492,18 +496,87 @@ def agent_return_run(init: str, seed: int, args, pretrained: dict[str, Any], wor
 
     ckpt = pretrained["contextwm"]["checkpoint"] if init == "contextwm" else None
     overrides = [f"seed={seed}", f"online_steps={args.agent_steps}", f"pretrained={ROOT / ckpt if ckpt else 'null'}",
-                 f"online_eval_interval={args.agent_steps}"]
+                 f"online_eval_interval={args.agent_eval_interval or args.agent_steps}"]
     if args.quick:
         overrides += ["config.prefill=200", "config.train_every=50", "config.pretrain_updates=2", "eval_episodes=1",
                       "video_steps=0", "config.log_interval=100", "env_options.time_limit=100"]
     recipe = load_recipe(str(ROOT / RECIPE), overrides)
     t0, c0 = time.time(), time.process_time()
     summary = train(recipe, out_root=work / "agent_runs", data_root=ROOT / "data", quiet=args.quiet)
-    return {"init": init, "seed": seed, "recipe": RECIPE, "overrides": overrides,
+    curve = [{"online_step": e["online_step"], "return": e["eval/return"]}
+             for e in (summary.get("evaluations") or {}).get("online", [])]
+    return {"init": init, "seed": seed, "recipe": RECIPE, "overrides": overrides, "curve": curve,
             "online_return": summary.get("online_return"), "online_steps": summary.get("online_steps"),
             "updates": summary.get("offline_steps"), "evaluations": summary.get("evaluations"),
             "run": os.path.relpath(summary["run"], ROOT) if summary.get("run") else None,
             "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+
+
+def summarize_agent_return(ar: dict[str, Any]) -> dict[str, Any]:
+    """Part two: final eval return per init, mean ± sample std over seeds, and ContextWM minus scratch."""
+    table: dict[str, Any] = {}
+    for init in ("scratch", "contextwm"):
+        rs = sorted((r for k, r in ar.items() if isinstance(r, dict) and r.get("init") == init
+                     and r.get("online_return") is not None), key=lambda r: r["seed"])
+        if rs:
+            v = np.array([r["online_return"] for r in rs], float)
+            table[init] = {"seeds": [r["seed"] for r in rs], "mean": float(v.mean()),
+                           "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.round(3).tolist()}
+    if "scratch" in table and "contextwm" in table:
+        table["contextwm_minus_scratch"] = table["contextwm"]["mean"] - table["scratch"]["mean"]
+    return table
+
+
+def plot_agent_return(ar: dict[str, Any], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init, color in (("scratch", "tab:gray"), ("contextwm", "tab:red")):
+        curves = [r["curve"] for r in ar.values() if isinstance(r, dict) and r.get("init") == init and r.get("curve")]
+        for c in curves:
+            ax.plot([p["online_step"] for p in c], [p["return"] for p in c], color=color, alpha=0.3, lw=1)
+        lengths = {len(c) for c in curves}
+        if curves and len(lengths) == 1:
+            ys = np.array([[p["return"] for p in c] for c in curves])
+            ax.plot([p["online_step"] for p in curves[0]], ys.mean(0), color=color, lw=2,
+                    label=f"{init} (mean of {len(curves)})")
+    ax.set_xlabel("online env steps (agent steps, action repeat 2)")
+    ax.set_ylabel("eval return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def merge_parts(files: list[str], out: Path) -> int:
+    """Join the agent-return runs of parallel invocations (copies of one results file) into `out`."""
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    base = parts[0]
+    for f, part in zip(files[1:], parts[1:], strict=True):
+        if part.get("settings") != base.get("settings") or part.get("runs") != base.get("runs"):
+            raise ConfigError(f"--merge: {f} has other settings or phase-B runs than {files[0]}")
+        settings = [p.get("agent_return", {}).get("settings") for p in (base, part)]
+        if None not in settings and settings[0] != settings[1]:
+            raise ConfigError(f"--merge: {f} ran part two with other settings ({settings[1]} vs {settings[0]})")
+    ar = merge_nested([p.get("agent_return", {}) for p in parts], depth=1)
+    ar["summary"] = summarize_agent_return(ar)
+    ar["plot"] = os.path.relpath(plot_agent_return(ar, out.with_name(out.stem + "_agent_return.png"),
+                                                   f"ContextWM agent on {RECIPE}: eval return"), ROOT)
+    phase_b_plot = plot_curves(base["runs"], list(INITS), out.with_name(out.stem + "_finetune.png"),
+                               f"ContextWM transfer: world-model fine-tuning on {base['settings']['target']} "
+                               "(held-out looks), mean ± std over seeds",
+                               base["baselines"])
+    merged = {**base, "agent_return": ar, "plot": os.path.relpath(phase_b_plot, ROOT),
+              "commands": [c for p in parts for c in p.get("commands", [])],
+              "merged_from": [os.path.relpath(Path(f).resolve(), ROOT) for f in files]}
+    write_json(out, merged)
+    print(json.dumps(ar["summary"], indent=1))
+    print(f"wrote {out}")
+    return 0
 
 
 # ============================================================================ main
@@ -531,6 +604,11 @@ def main() -> int:
     p.add_argument("--agent-return", action="store_true", help="also run part two (Dreamer agent return)")
     p.add_argument("--agent-steps", type=int, default=10000, help="online env steps per agent run (default 10000)")
     p.add_argument("--agent-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--agent-inits", default="scratch,contextwm", help="part two's inits (scratch, contextwm)")
+    p.add_argument("--agent-eval-interval", type=int, default=2000,
+                   help="online steps between part two's evaluations (0: only at the end; default 2000)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="join part two of parallel invocations (copies of one results file) into --out and exit")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default=None, help="cache folder (default data/contextwm_bench[_quick])")
@@ -539,11 +617,17 @@ def main() -> int:
     p.add_argument("--fresh", action="store_true", help="discard finished runs in --out instead of skipping them")
     p.add_argument("--quiet", action="store_true", default=None)
     args = p.parse_args()
+    if args.merge:
+        return merge_parts(args.merge, Path(args.out) if args.out else ROOT / "benchmarks" / "results" /
+                           "contextwm.json")
+    agent_inits = [s.strip() for s in args.agent_inits.split(",") if s.strip()]
+    if not set(agent_inits) <= {"scratch", "contextwm"}:
+        p.error(f"--agent-inits: choose from scratch, contextwm (got {agent_inits})")
     if args.quick:
         args.seeds, args.pretrain_steps, args.updates, args.eval_every = [0], 20, 10, 5
         args.render_clips, args.render_frames = 6, 20
         args.train_episodes, args.eval_episodes, args.episode_steps = 2, 1, 40
-        args.agent_return, args.agent_steps, args.agent_seeds = True, 300, [0]
+        args.agent_return, args.agent_steps, args.agent_seeds, args.agent_eval_interval = True, 300, [0], 150
     inits = [s.strip() for s in args.inits.split(",") if s.strip()]
     bad = [i for i in inits if i not in INITS]
     if bad:
@@ -652,9 +736,13 @@ def main() -> int:
 
     if args.agent_return:
         ar = result.setdefault("agent_return", {})
-        ar["settings"] = {"recipe": RECIPE, "online_steps": args.agent_steps, "quick": args.quick}
+        ar_settings = {"recipe": RECIPE, "online_steps": args.agent_steps, "quick": args.quick,
+                       "eval_interval": args.agent_eval_interval or args.agent_steps}
+        if ar.get("settings", ar_settings) != ar_settings and any(k != "settings" for k in ar):
+            raise ConfigError(f"{out}: part two ran with {ar['settings']}, not {ar_settings}; use another --out")
+        ar["settings"] = ar_settings
         for seed in args.agent_seeds:
-            for init in ("scratch", "contextwm"):
+            for init in agent_inits:
                 key = f"{init}/seed{seed}/steps{args.agent_steps}"
                 if key in ar:
                     print(f"agent return {key}: done already, skipped", flush=True)
@@ -662,6 +750,7 @@ def main() -> int:
                 print(f"agent return {key} ...", flush=True)
                 ar[key] = agent_return_run(init, seed, args, result["pretrain"], work)
                 print(f"  return {ar[key]['online_return']} ({ar[key]['wall_seconds']:.0f} s)", flush=True)
+                ar["summary"] = summarize_agent_return(ar)
                 save()
 
     # ------------------------------------------------------------------ table
