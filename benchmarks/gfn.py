@@ -158,7 +158,7 @@ def pretrain_and_adapt(task: str, seed: int, args: argparse.Namespace, log) -> d
     for name, env in envs.items():
         row: dict = {"reward": specs[name], "exact": exact_metrics(env, converted[name])}
         row["scratch"] = l1_curve_rlpt(env, args.adapt_steps, args.every, seed, loss="tb")
-        am = AmortizedTrainer(oc, env, seed=seed)
+        am = AmortizedTrainer(oc, env, seed=seed, flows=args.amortized_flows)
         acurve, train_s = [], 0.0
         for it in range(1, args.adapt_steps + 1):
             a = time.perf_counter()
@@ -224,6 +224,9 @@ def main() -> None:
     p.add_argument("--every", type=int, default=100, help="iterations between exact evaluations")
     p.add_argument("--torchgfn-python", default=os.environ.get("TORCHGFN_PYTHON", "/tmp/tgfn/venv/bin/python"))
     p.add_argument("--skip-tb", action="store_true", help="skip part 1 (rlpt TB vs torchgfn)")
+    p.add_argument("--amortized-flows", choices=("ancestors", "learned"), default="ancestors",
+                   help="the amortized adapter's F(s|y): exact over the ancestors of s (default) or the OC-GFN's "
+                        "flow head (what the results before 2026-11-27 evening used)")
     p.add_argument("--skip-torchgfn", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gfn.json"))
     p.add_argument("--merge", nargs="+", metavar="JSON", help="merge results of parallel runs into --out and exit")

@@ -170,6 +170,28 @@ def test_outcome_mask_is_reachability(tiny):
     assert torch.equal(edge, expect)
 
 
+def test_parents_list_every_edge_once(tiny):
+    env, s = tiny, tiny.all_states
+    rows, par, a = env.parents(s)
+    assert torch.equal(env.step(par, a), s[rows])  # undoing then redoing the action gives the state back
+    edges = {(int(i), int(j)) for i, j in zip(env.state_index(par), rows, strict=True)}
+    want = {(i, int(c)) for i in range(len(s)) for c in env.transitions[i] if c >= 0}
+    assert edges == want and len(rows) == len(want)
+
+
+def test_visit_probability_over_ancestors_matches_the_full_dp(tiny):
+    """log_visit_exact (DP over the ancestors of s only, the amortized adapter's F(s|y)) equals the visit
+    probability from the DP over the whole DAG, at every (state, outcome) pair, for an imperfect P_F."""
+    from rlpt.gfn.evaluate import visit_probabilities
+
+    env = tiny.with_reward({"name": "none"})
+    oc = OCGFN(env, OCGFNConfig(hidden=(32,), explorer_hidden=(32,), seed=3))  # untrained: P_F far from exact
+    ys, states = env.terminals, env.all_states
+    want = visit_probabilities(env, oc.conditional_tables(ys, flows=False)[0]).log().float()  # (n_y, n_states)
+    got = oc.log_visit_exact(states.repeat(len(ys), 1), ys.repeat_interleave(len(states), 0))
+    assert torch.allclose(got.reshape(len(ys), -1), want, atol=1e-5)
+
+
 def test_amortized_adapter_learns_a_new_reward_from_a_frozen_ocgfn():
     from rlpt.gfn import AmortizedTrainer
     from rlpt.gfn.evaluate import masked_log_softmax
@@ -280,6 +302,10 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     oc = OCGFN(HyperGrid(2, 3), OCGFNConfig(hidden=(16,), explorer_hidden=(16,)))
     with pytest.raises(ConfigError, match="pretrained on"):
         convert_exact(oc, HyperGrid(2, 4))
+    from rlpt.gfn import AmortizedTrainer
+
+    with pytest.raises(ConfigError, match="flows must be"):
+        AmortizedTrainer(oc, oc.env, flows="visit")
     with pytest.raises(ValueError, match="log_pf must end with shape"):
         terminal_distribution(HyperGrid(2, 3), torch.zeros(5, 3))
     assert np.isfinite(exact_metrics(HyperGrid(2, 3), oc.conditional_tables(oc.env.terminals[:1])[0][0])["l1"])

@@ -182,6 +182,16 @@ class DAGEnv:
         """Children of `s` under non-stop actions `a` (stop rows are returned unchanged)."""
         raise NotImplementedError
 
+    def undo(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Parents of `s`: undo forward actions `a` (rows where `backward_mask(s)[a]` holds)."""
+        raise NotImplementedError
+
+    def parents(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every parent of each state: (rows (P,), parent states (P, state_len), forward actions (P,) that lead from
+        the parent to `s[rows]`), one entry per (state, parent) edge."""
+        rows, a = torch.nonzero(self.backward_mask(s), as_tuple=True)
+        return rows, self.undo(s[rows], a), a
+
     def encode(self, s: torch.Tensor) -> torch.Tensor:
         """(B, obs_dim) float one-hot features."""
         raise NotImplementedError
@@ -303,6 +313,9 @@ class HyperGrid(DAGEnv):
         inc = torch.nn.functional.one_hot(a.clamp(max=self.dim - 1), self.dim) * move[:, None]
         return s + inc
 
+    def undo(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return s - torch.nn.functional.one_hot(a, self.dim)
+
     def encode(self, s: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.one_hot(s, self.side).flatten(1).float()
 
@@ -364,6 +377,11 @@ class BitSeq(DAGEnv):
         out = s.clone()
         rows = torch.nonzero(move).squeeze(1)
         out[rows, slot[rows]] = w[rows]
+        return out
+
+    def undo(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        out = s.clone()
+        out[torch.arange(len(s)), a // self.words] = -1
         return out
 
     def encode(self, s: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,11 @@ Adaptation to a reward R over outcomes:
   pi(a|s) ∝ N(s,a) (epsilon-greedy) and y ~ Q (epsilon-uniform), Q supported on the outcomes the edge can still
   reach (`edge_outcome_mask`; F(s|y) P_F(a|s,y) = 0 for the others). At zero loss, summing over y gives
   N(s,a) = sum_y R(y) F(s|y) P_F(a|s,y), the edge flow above; the policy is pi ∝ N.
+  F(s|y) is the visit probability p(s|y) of the frozen P_F(.|y), computed exactly by DP over the ancestors of
+  s only (`OCGFN.log_visit_exact`: no sum over outcomes, no enumeration of the DAG; 2^L states for a bit string
+  with L words placed, prod(x_i + 1) for a grid cell) and memoised. The flow head's DB flow (`flows="learned"`)
+  is the flow of an ideal GFlowNet for a uniform P_B, not of the P_F actually learned, and the mismatch was the
+  adapter's floor (docs/gfn.md).
 """
 
 from __future__ import annotations
@@ -134,6 +139,53 @@ class OCGFN:
     def sample(self, y: torch.Tensor, epsilon: float = 0.0) -> Trajectories:
         """Trajectories aiming at outcomes `y` (B, state_len)."""
         return sample_trajectories(self.env, lambda s: self.logits(s, y), len(y), self.generator, epsilon)
+
+    def _keys(self, b: torch.Tensor, st: torch.Tensor) -> torch.Tensor:
+        """One int64 per (row id, state), for fast de-duplication (states hold values -1 .. n_classes - 1)."""
+        base = self.env.n_classes + 1
+        if (int(b.max()) + 1 if len(b) else 1) * base ** self.env.state_len >= 2**62:
+            raise ConfigError("log_visit_exact: states too long for int64 keys")
+        powers = base ** torch.arange(self.env.state_len, dtype=torch.long)
+        return b * base ** self.env.state_len + ((st + 1) * powers).sum(1)
+
+    @torch.no_grad()
+    def log_visit_exact(self, s: torch.Tensor, y: torch.Tensor, max_nodes: int = 2_000_000) -> torch.Tensor:
+        """(B,) exact log p(s|y) under the current P_F, by dynamic programming over the ancestors of each s (the
+        sub-DAG below it: 2^L states for L filled bit-sequence words, prod(x_i + 1) for a grid cell). Needs no
+        enumeration of outcomes or of the whole DAG; raises if the ancestor sets exceed `max_nodes` together."""
+        env, B = self.env, len(s)
+        # every (row, ancestor state) node, level by level down to s0
+        all_b, all_s = [torch.arange(B)], [s]
+        b, st, n = all_b[0], s, B
+        while True:
+            rows, par, _ = env.parents(st)
+            if not len(rows):
+                break
+            keys, first = torch.unique(self._keys(b[rows], par), return_inverse=True)
+            pick = torch.zeros(len(keys), dtype=torch.long).scatter_(0, first, torch.arange(len(first)))
+            b, st = b[rows][pick], par[pick]
+            all_b.append(b)
+            all_s.append(st)
+            n += len(b)
+            if n > max_nodes:
+                raise ConfigError(f"log_visit_exact: more than {max_nodes} ancestor states; use flows='learned'")
+        nb, ns = torch.cat(all_b), torch.cat(all_s)
+        keys, node_of = torch.unique(self._keys(nb, ns), return_inverse=True)  # a state may sit at two depths
+        pick = torch.zeros(len(keys), dtype=torch.long).scatter_(0, node_of, torch.arange(len(node_of)))
+        ub, us = nb[pick], ns[pick]
+        log_pf = masked_log_softmax(self.logits(us, y[ub]), env.forward_mask(us))
+        depth = env.level(us)
+        log_p = torch.where(depth == 0, 0.0, float("-inf")).double()
+        rows, par, a = env.parents(us)
+        par_node = torch.searchsorted(keys, self._keys(ub[rows], par))  # parents are nodes too
+        for d in range(1, int(depth.max()) + 1):
+            at = depth[rows] == d
+            r, pn = rows[at], par_node[at]
+            term = log_p[pn] + log_pf[pn, a[at]].double()
+            top = torch.full_like(log_p, float("-inf")).scatter_reduce(0, r, term, "amax")
+            total = torch.zeros_like(log_p).index_add(0, r, (term - top[r]).exp())
+            log_p = torch.where(depth == d, top + total.log(), log_p)
+        return log_p[node_of[:B]].float()
 
     def _loss(self, traj: Trajectories, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         success = (traj.terminals == y).all(1)
@@ -354,9 +406,13 @@ class AmortizedTrainer:
 
     def __init__(self, oc: OCGFN, env: DAGEnv, hidden: tuple[int, ...] = (256, 256), lr: float = 1e-3,
                  batch_size: int = 16, epsilon: float = 0.05, y_epsilon: float = 0.1, temperature: float = 1.0,
-                 min_target: float = -30.0, seed: int = 0, adapter: AmortizedAdapter | None = None):
+                 min_target: float = -30.0, seed: int = 0, adapter: AmortizedAdapter | None = None,
+                 flows: str = "ancestors"):
         check_compatible(oc, env)
-        self.oc, self.env = oc, env
+        if flows not in ("ancestors", "learned"):
+            raise ConfigError(f"flows must be 'ancestors' or 'learned', got {flows!r}")
+        self.oc, self.env, self.flows = oc, env, flows
+        self._visit_cache: dict[tuple, float] = {}  # (s, y) -> log p(s|y); the OC-GFN is frozen
         torch.manual_seed(seed)
         self.adapter = adapter or AmortizedAdapter(env, tuple(hidden))
         self.optimizer = torch.optim.Adam(self.adapter.parameters(), lr=lr)
@@ -368,6 +424,17 @@ class AmortizedTrainer:
 
     def logits(self, s: torch.Tensor) -> torch.Tensor:
         return self.adapter.n_net(self.env.encode(s))
+
+    def log_visit(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(s|y) of the frozen OC-GFN, exact over the ancestors of s (`OCGFN.log_visit_exact`), memoised
+        per (s, y) pair."""
+        keys = [tuple(r) for r in torch.cat([s, y], 1).tolist()]
+        miss = [i for i, k in enumerate(keys) if k not in self._visit_cache]
+        if miss:
+            idx = torch.tensor(miss)
+            self._visit_cache.update(zip([keys[i] for i in miss], self.oc.log_visit_exact(s[idx], y[idx]).tolist(),
+                                         strict=True))
+        return torch.tensor([self._visit_cache[k] for k in keys])
 
     def train_step(self) -> dict[str, float]:
         env = self.env
@@ -382,6 +449,8 @@ class AmortizedTrainer:
         y = torch.where(explore[:, None], uniform.reshape(len(y), -1), y)
         with torch.no_grad():
             pf, _, lf = self.oc.model(obs, self.oc.cond(y))
+            if self.flows == "ancestors":  # else the flow head's F(s|y)
+                lf = self.log_visit(s, y)
             lp = masked_log_softmax(pf, env.forward_mask(s)).gather(1, a[:, None]).squeeze(1)
             target = (env.log_reward(y) + lf + lp).clamp(min=self.min_target)
         pred = self.adapter.n_net(obs).gather(1, a[:, None]).squeeze(1) + self.adapter.log_q(obs, a, y, mask)
