@@ -322,10 +322,10 @@ class RobotServer:
             if self._active and time.monotonic() - self._last_command > timeout:
                 with self._lock:
                     if self._active and time.monotonic() - self._last_command > timeout:
-                        self.watchdog_stops += 1
                         log.warning("robot server watchdog: no command for more than %s s; stopping the robot",
                                     timeout)
                         self._stop_robot("watchdog")
+                        self.watchdog_stops += 1  # counted once the robot is stopped
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
