@@ -448,9 +448,10 @@ class AmortizedTrainer:
         uniform = torch.multinomial(mask.reshape(-1, env.n_classes).float(), 1, generator=self.generator)
         y = torch.where(explore[:, None], uniform.reshape(len(y), -1), y)
         with torch.no_grad():
-            pf, _, lf = self.oc.model(obs, self.oc.cond(y))
-            if self.flows == "ancestors":  # else the flow head's F(s|y)
-                lf = self.log_visit(s, y)
+            if self.flows == "ancestors":  # the policy head alone; F(s|y) from the ancestor DP
+                pf, lf = self.oc.model.policy_logits(obs, self.oc.cond(y)), self.log_visit(s, y)
+            else:  # the flow head's F(s|y)
+                pf, _, lf = self.oc.model(obs, self.oc.cond(y))
             lp = masked_log_softmax(pf, env.forward_mask(s)).gather(1, a[:, None]).squeeze(1)
             target = (env.log_reward(y) + lf + lp).clamp(min=self.min_target)
         pred = self.adapter.n_net(obs).gather(1, a[:, None]).squeeze(1) + self.adapter.log_q(obs, a, y, mask)
