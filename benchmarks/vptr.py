@@ -34,7 +34,8 @@ and each pretraining entry its `steps` (with `steps_requested`). Budgets in "bud
 Prints a table (mean ± std over the seeds that have each number, with their count, and each arm's ratio to
 scratch) and writes benchmarks/results/vptr.json with the machine, versions, command, seeds and every number
 (per seed: success rates, returns, curves, pretraining diagnostics, wall times). --quick writes
-runs/bench_vptr_quick/vptr.json instead (not a result). --merge joins the JSON files of parallel processes.
+runs/bench_vptr_quick/vptr.json instead (not a result). --merge joins the JSON files of parallel processes;
+--plot A.json [B.json ...] --out FIG.png draws their success curves.
 """
 
 from __future__ import annotations
@@ -241,9 +242,9 @@ def stats(rows: list[dict], key: str) -> dict | None:
             "seeds": [r["seed"] for r in have], "n": len(have)}
 
 
-def common_offline_step(rows: list[dict]) -> int | None:
-    """The largest offline curve step that every row with an offline curve reached."""
-    steps = [{p["step"] for p in r.get("curve", []) if p["phase"] == "offline"} for r in rows]
+def common_step(rows: list[dict], phase: str = "offline") -> int | None:
+    """The largest `phase` curve step that every row with a `phase` curve reached."""
+    steps = [{p["step"] for p in r.get("curve", []) if p["phase"] == phase} for r in rows]
     steps = [s for s in steps if s]
     common = set.intersection(*steps) if steps else set()
     return max(common) if common else None
@@ -251,9 +252,10 @@ def common_offline_step(rows: list[dict]) -> int | None:
 
 def summarize(rows: list[dict]) -> dict:
     """Per arm: mean ± std of each number over the rows (seeds) that have it (`n`, `seeds` say which); rows of a
-    killed run lack the later numbers. Also the offline success at the largest curve step all rows reached."""
+    killed run lack the later numbers. Also success and return at the largest offline and online curve steps
+    that all rows reached (online rows are comparable only where their offline_steps_run agree)."""
     out: dict = {}
-    common = common_offline_step(rows)
+    commons = {phase: common_step(rows, phase) for phase in ("offline", "online")}
     for arm in ARMS:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
@@ -264,12 +266,15 @@ def summarize(rows: list[dict]) -> dict:
         for key in KEYS:
             if (s := stats(mine, key)) is not None:
                 cell[key] = s
-        if common is not None:
-            at = [{"seed": r["seed"], "v": p["success_rate"]} for r in mine for p in r.get("curve", [])
-                  if p["phase"] == "offline" and p["step"] == common]
-            if at:
-                vals = np.array([a["v"] for a in at], float)
-                cell["offline_success_at_common_step"] = {
+        for phase, common in commons.items():
+            at = [{"seed": r["seed"], "success_rate": p["success_rate"], "return": p["return"]}
+                  for r in mine for p in r.get("curve", []) if p["phase"] == phase and p["step"] == common]
+            if common is None or not at:
+                continue
+            for metric in ("success_rate", "return"):
+                vals = np.array([a[metric] for a in at], float)
+                name = "success" if metric == "success_rate" else metric
+                cell[f"{phase}_{name}_at_common_step"] = {
                     "step": common, "mean": float(vals.mean()), "std": float(vals.std()), "values": vals.tolist(),
                     "seeds": [a["seed"] for a in at], "n": len(at)}
         out[arm] = cell
@@ -292,12 +297,13 @@ def table(summary: dict) -> str:
         ratio = f"{c.get('offline_success_rate_vs_scratch')}/{c.get('online_success_rate_vs_scratch')}"
         lines.append(f"{arm:<8} {fmt(c.get('offline_success_rate')):>18} {fmt(c.get('online_success_rate')):>18} "
                      f"{ratio:>20} {c.get('offline_steps_run')!s:>20}")
-    commons = {arm: c["offline_success_at_common_step"] for arm, c in summary.items()
-               if "offline_success_at_common_step" in c}
-    if commons:
-        step = next(iter(commons.values()))["step"]
-        lines.append(f"offline success at update {step} (reached by every run): "
-                     + ", ".join(f"{arm} {fmt(s).strip()}" for arm, s in commons.items()))
+    for phase, unit in (("offline", "update"), ("online", "online env step")):
+        commons = {arm: c[f"{phase}_success_at_common_step"] for arm, c in summary.items()
+                   if f"{phase}_success_at_common_step" in c}
+        if commons:
+            step = next(iter(commons.values()))["step"]
+            lines.append(f"{phase} success at {unit} {step} (reached by every run): "
+                         + ", ".join(f"{arm} {fmt(s).strip()}" for arm, s in commons.items()))
     return "\n".join(lines)
 
 
@@ -334,6 +340,54 @@ def merge(paths: list[str], out: Path) -> dict:
     return report
 
 
+def plot(reports: list[dict], path: Path) -> Path:
+    """Success-rate curves, mean ± std over seeds: offline vs update (left), online vs env step (right). One line
+    per (arm, offline updates run) across the given reports, so runs whose online phase started from different
+    offline budgets are never averaged together."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict]] = {}
+    for report in reports:
+        for row in report["runs"]:
+            if row.get("curve"):
+                groups.setdefault(f"{row['arm']}, {row.get('offline_steps_run')} offline updates", []).append(row)
+    if not groups:
+        raise SystemExit("--plot: no run in these files has a curve (run with --eval-every N)")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    colors = {"icvf": "tab:red", "scratch": "tab:gray", "recon": "tab:blue"}
+    for n, (label, rows) in enumerate(sorted(groups.items())):
+        arm = rows[0]["arm"]
+        for ax, phase in zip(axes, ("offline", "online"), strict=True):
+            steps = sorted(set.intersection(*[{p["step"] for p in r["curve"] if p["phase"] == phase} for r in rows]))
+            if not steps:
+                continue
+            vals = np.array([[next(p["success_rate"] for p in r["curve"] if p["phase"] == phase and p["step"] == t)
+                              for t in steps] for r in rows], float)
+            if phase == "online":  # online step 0 is the offline agent it starts from
+                last = [[p["success_rate"] for p in r["curve"] if p["phase"] == "offline"][-1:] for r in rows]
+                if all(last):
+                    steps, vals = [0, *steps], np.concatenate([np.array(last, float), vals], axis=1)
+            mean, std = vals.mean(0), vals.std(0)
+            ax.errorbar(steps, mean, yerr=std, marker="o", capsize=3, color=colors.get(arm), alpha=0.9,
+                        ls=("-", "--", ":")[n % 3], label=f"{label} ({len(rows)} seeds)")
+    axes[0].set(xlabel="offline Cal-QL updates", ylabel="success rate", title="offline, from pixels")
+    axes[1].set(xlabel="online env steps", title="online fine-tuning (starts from the offline agent)")
+    for ax in axes:
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left")
+    dev = reports[0]["machine"].get("cuda_device") or reports[0]["machine"].get("processor")
+    fig.suptitle(f"V-PTR on {reports[0]['env']} ({dev}); mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", default="video_data/sample/manifest.jsonl",
@@ -362,7 +416,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="results JSON (default benchmarks/results/vptr.json; --quick: <work>/vptr.json)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="join these result files into --out and exit")
+    p.add_argument("--plot", nargs="+", metavar="JSON", help="draw the success curves of these result files "
+                   "(one line per arm and offline budget) into --out (a .png) and exit")
     args = p.parse_args()
+    if args.plot:
+        if not args.out:
+            p.error("--plot needs --out FIGURE.png")
+        print(f"wrote {plot([json.loads(Path(f).read_text()) for f in args.plot], Path(args.out))}")
+        return
     if args.merge:
         if not args.out:
             p.error("--merge needs --out")

@@ -9,6 +9,7 @@ pixel-dataset check.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -357,3 +358,44 @@ def test_pixel_tabletop_dataset_observations_are_the_env_frames():
     np.testing.assert_array_equal(obs, ds.observations[0])
     np.testing.assert_array_equal(env.step(ds.actions[0])[0], ds.observations[1])
     env.close()
+
+
+# ---------------------------------------------------------------- the benchmark's report (benchmarks/vptr.py)
+def _vptr_bench():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "vptr.py"
+    spec = importlib.util.spec_from_file_location("bench_vptr", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(arm, seed, offline, online):
+    curve = [{"phase": "offline", "step": s, "success_rate": v, "return": 10 * v} for s, v in offline]
+    curve += [{"phase": "online", "step": s, "success_rate": v, "return": 10 * v} for s, v in online]
+    return {"arm": arm, "seed": seed, "finished": True, "curve": curve, "offline_steps_run": offline[-1][0],
+            "online_steps_run": online[-1][0], "offline_success_rate": offline[-1][1],
+            "online_success_rate": online[-1][1]}
+
+
+def test_vptr_report_compares_arms_at_the_steps_every_run_reached(tmp_path):
+    bench = _vptr_bench()
+    rows = [_row("icvf", 0, [(1000, 0.0), (2000, 0.2)], [(1000, 0.4), (1300, 0.5)]),
+            _row("icvf", 1, [(1000, 0.1), (2000, 0.4)], [(1000, 0.2)]),
+            _row("scratch", 0, [(1000, 0.0), (2000, 0.1), (3000, 0.9)], [(1000, 0.8)])]
+    summary = bench.summarize(rows)
+    at = summary["icvf"]["offline_success_at_common_step"]
+    assert at["step"] == 2000 and at["values"] == [0.2, 0.4] and abs(at["mean"] - 0.3) < 1e-9
+    assert summary["scratch"]["offline_success_at_common_step"]["values"] == [0.1]  # not its later 0.9
+    assert summary["icvf"]["online_success_at_common_step"]["step"] == 1000
+    assert summary["icvf"]["online_return_at_common_step"]["values"] == [4.0, 2.0]
+    assert summary["icvf"]["offline_success_rate_vs_scratch"] == round(0.3 / 0.9, 3)
+    assert "update 2000" in bench.table(summary)
+    # the figure draws one line per (arm, offline budget) and refuses files without curves
+    report = {"runs": rows, "machine": {"cuda_device": None, "processor": "x86_64"}, "env": "tabletop/push"}
+    assert bench.plot([report], tmp_path / "fig.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="no run"):
+        bench.plot([{**report, "runs": [{**rows[0], "curve": []}]}], tmp_path / "none.png")
