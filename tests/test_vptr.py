@@ -399,3 +399,55 @@ def test_vptr_report_compares_arms_at_the_steps_every_run_reached(tmp_path):
     assert bench.plot([report], tmp_path / "fig.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="no run"):
         bench.plot([{**report, "runs": [{**rows[0], "curve": []}]}], tmp_path / "none.png")
+
+
+def test_rank_order_scores_rising_values_one_and_skips_constant_rows():
+    from rlpt.pretrain.vptr import rank_order
+
+    rising = np.arange(6, dtype=float)[None].repeat(3, 0)
+    assert rank_order(rising) == pytest.approx(1.0)
+    assert rank_order(-rising) == pytest.approx(-1.0)
+    assert rank_order(np.stack([rising[0], np.zeros(6)])) == pytest.approx(1.0)  # the constant row is skipped
+    assert np.isnan(rank_order(np.zeros((2, 6))))
+
+
+def test_icvf_probe_reports_every_video_group(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    import cv2
+
+    from rlpt.cli import main
+
+    for group, seed in (("left", 0), ("right", 1)):
+        folder = tmp_path / "videos" / group
+        folder.mkdir(parents=True)
+        for k, clip in enumerate(sweep_clips(2, 12, np.random.default_rng(seed))):
+            writer = cv2.VideoWriter(str(folder / f"{k}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (S, S))
+            for frame in clip:
+                writer.write(frame[:, :, ::-1])
+            writer.release()
+    ckpt = tmp_path / "icvf"
+    assert main(["--quiet", "pretrain", "vptr", "--videos", str(tmp_path / "videos"), "--preset", "tiny", "--steps",
+                 "2", "--out", str(ckpt), "--device", "cpu"]) == 0
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "icvf_probe.py"
+    spec = importlib.util.spec_from_file_location("bench_icvf_probe", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    manifest = tmp_path / "videos" / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"path": f"{g}/{k}.mp4", "domain": f"d-{g}"}) + "\n"
+                                for g in ("left", "right") for k in range(2)))
+    assert set(bench.video_groups(str(manifest))) == {"d-left", "d-right"}
+    assert set(bench.video_groups(str(tmp_path / "videos"))) == {"left", "right"}
+    out = tmp_path / "probe.json"
+    monkeypatch.setattr(sys, "argv", ["icvf_probe.py", str(ckpt), "--videos", str(tmp_path / "videos"),
+                                      "--clips", "4", "--out", str(out)])
+    bench.main()
+    result = json.loads(out.read_text())["results"][0]
+    assert result["step"] == 2 and set(result["groups"]) == {"left", "right"}
+    for g in result["groups"].values():
+        assert len(g["value_by_t"]) == tiny_config().clip_len and g["clips"] == 4
+        assert np.isfinite([g["value_spread"], g["goal_gap"]]).all() and -1 <= g["value_order"] <= 1
+    monkeypatch.setattr(sys, "argv", ["icvf_probe.py", str(ckpt), "--videos", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench.main()

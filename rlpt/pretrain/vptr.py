@@ -368,30 +368,40 @@ class ICVFLearner:
         self.step += 1
         return metrics
 
-    @torch.no_grad()
     def goal_values(self, clips: np.ndarray) -> np.ndarray:
         """V(s_t, s+ = z = last frame) for every frame t of each clip, ensemble mean: `(B, T)`."""
-        clips = check_clips(clips, self.config)
-        self.value.eval()
-        b, t_len = clips.shape[:2]
-        x = torch.as_tensor(clips.reshape(b * t_len, *clips.shape[2:]), device=self.device)
-        if x.dtype != torch.uint8:
-            x = x.float()
-        f = self.value.encoder(x).view(b, t_len, -1)  # (B, T, F)
-        goal = f[:, -1:].expand(b, t_len, f.shape[-1]).reshape(b * t_len, -1)
-        v = self.value.values(f.reshape(b * t_len, -1), goal, goal).mean(0)
-        self.value.train()
-        return v.view(b, t_len).cpu().numpy()
+        return goal_values(self.value, check_clips(clips, self.config))
+
+
+@torch.no_grad()
+def goal_values(value: ICVFValue, clips: np.ndarray) -> np.ndarray:
+    """V(s_t, s+ = z = last frame of the clip) for every frame t of clips `(B, T, ...)`, ensemble mean: `(B, T)`.
+    Runs in eval mode and restores the module's mode."""
+    was_training = value.training
+    value.eval()
+    b, t_len = clips.shape[:2]
+    device = next(value.parameters()).device
+    x = torch.as_tensor(clips.reshape(b * t_len, *clips.shape[2:]), device=device)
+    if x.dtype != torch.uint8:
+        x = x.float()
+    f = value.encoder(x).view(b, t_len, -1)  # (B, T, F)
+    goal = f[:, -1:].expand(b, t_len, f.shape[-1]).reshape(b * t_len, -1)
+    v = value.values(f.reshape(b * t_len, -1), goal, goal).mean(0)
+    value.train(was_training)
+    return v.view(b, t_len).cpu().numpy()
+
+
+def rank_order(values: np.ndarray) -> float:
+    """Mean over rows of the rank correlation between t and `values[:, t]` (rows with constant values skipped)."""
+    t = np.arange(values.shape[1])
+    corr = [c for c in (spearman(t, row) for row in values) if np.isfinite(c)]
+    return float(np.mean(corr)) if corr else float("nan")
 
 
 def value_order(learner: ICVFLearner, clips: np.ndarray) -> float:
     """Mean over clips of the rank correlation between t and V(s_t, last frame, last frame): 1 when the value
     rises monotonically as the clip approaches its last frame (the ICVF sanity check on video)."""
-    v = learner.goal_values(clips)
-    t = np.arange(v.shape[1])
-    corr = [spearman(t, row) for row in v]
-    corr = [c for c in corr if np.isfinite(c)]
-    return float(np.mean(corr)) if corr else float("nan")
+    return rank_order(learner.goal_values(clips))
 
 
 # ============================================================================ checkpoints
@@ -527,5 +537,5 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
 
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "META_FILE", "ArrayClips", "ICVFConfig", "ICVFLearner",
-           "build_icvf", "check_clips", "expectile_weights", "icvf_batch", "icvf_loss", "load_encoder", "load_icvf",
-           "open_video_source", "pretrain", "read_meta", "sample_goals", "value_order"]
+           "build_icvf", "check_clips", "expectile_weights", "goal_values", "icvf_batch", "icvf_loss", "load_encoder",
+           "load_icvf", "open_video_source", "pretrain", "rank_order", "read_meta", "sample_goals", "value_order"]
