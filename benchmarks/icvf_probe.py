@@ -57,7 +57,8 @@ def video_groups(source: str) -> dict[str, list[str]]:
 
 def probe(checkpoint: str, groups: dict[str, list[str]], clips: int, seed: int) -> dict:
     value, config = load_icvf(checkpoint, device="cpu")
-    out = {"checkpoint": checkpoint, "step": read_meta(checkpoint).get("step"), "groups": {}}
+    meta = read_meta(checkpoint)
+    out = {"checkpoint": checkpoint, "step": meta.get("step"), "config": meta.get("config"), "groups": {}}
     for name, paths in sorted(groups.items()):
         source = open_videos(paths, clip_len=config.clip_len, stride=config.stride, image_size=config.image_size)
         batch = check_clips(source.sample(clips, np.random.default_rng(seed)), config)
