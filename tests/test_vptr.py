@@ -118,10 +118,9 @@ def test_icvf_loss_decreases_on_tiny_video():
     assert losses[-1] < 0.3 * losses[0]
 
 
-@pytest.mark.slow  # ~10 s of CPU (500 updates at batch 256)
-def test_icvf_on_a_chain_orders_states_by_distance_to_the_goal():
-    """State-based ICVF sanity check: after TD learning on passive random walks of a 7-state chain (no actions),
-    V(s, g, z=g) ranks states by their distance to g (Spearman), which the untrained value does not."""
+def _train_on_chain(cfg: ICVFConfig, steps: int) -> tuple[list[float], list[float], bool]:
+    """TD on passive random walks of a 7-state chain (one-hot states, no actions); returns the Spearman
+    correlation of V(s, g, z=g) with -|s - g| for each goal g before and after, and whether V peaks at s = g."""
     n, rng = 7, np.random.default_rng(0)
     torch.manual_seed(0)
     pos = np.zeros((100, 40), int)
@@ -129,8 +128,6 @@ def test_icvf_on_a_chain_orders_states_by_distance_to_the_goal():
     for t in range(1, 40):
         pos[:, t] = np.clip(pos[:, t - 1] + rng.choice([-1, 1], 100), 0, n - 1)
     episodes = np.eye(n, dtype=np.float32)[pos]  # (100, 40, n) one-hot states
-    cfg = ICVFConfig(name="chain", encoder="FlatEncoder", encoder_kwargs={"in_dim": n}, hidden=(64, 64),
-                     batch_size=256, clip_len=16, lr=3e-3, adam_eps=1e-8, tau=0.1, discount=0.8)
     learner = ICVFLearner(cfg, device="cpu")
 
     def order() -> tuple[list[float], bool]:
@@ -145,12 +142,35 @@ def test_icvf_on_a_chain_orders_states_by_distance_to_the_goal():
 
     before, _ = order()
     source = ArrayClips(episodes, cfg.clip_len)
-    for _ in range(500):  # ~9 s of CPU; 300 steps are not enough for every seed
+    for _ in range(steps):
         learner.update(source.sample(cfg.clips_per_batch, rng), rng)
     after, goal_is_best = order()
+    return before, after, goal_is_best
+
+
+@pytest.mark.slow  # ~10 s of CPU (500 updates at batch 256)
+def test_icvf_on_a_chain_orders_states_by_distance_to_the_goal():
+    """State-based ICVF sanity check: after TD learning on passive random walks (fast TD: tau 0.1, discount 0.8),
+    V(s, g, z=g) ranks states by their distance to g (Spearman), which the untrained value does not."""
+    cfg = ICVFConfig(name="chain", encoder="FlatEncoder", encoder_kwargs={"in_dim": 7}, hidden=(64, 64),
+                     batch_size=256, clip_len=16, lr=3e-3, adam_eps=1e-8, tau=0.1, discount=0.8)
+    before, after, goal_is_best = _train_on_chain(cfg, 500)  # 300 steps are not enough for every seed
     assert np.mean(after) > 0.85 and min(after) > 0.5, after  # seeds 0-5 measured: mean >= 0.93, min >= 0.70
     assert goal_is_best  # V(s, g, g) is highest at s = g
     assert np.mean(after) > np.mean(before) + 0.3
+
+
+@pytest.mark.slow  # ~15 s of CPU (3,000 updates at batch 32)
+def test_icvf_with_the_paper_td_settings_orders_the_chain_at_the_cpu_small_learning_rate():
+    """The paper's tau 0.005 and discount 0.99 with cpu-small's optimizer (lr 3e-4, eps 1e-5, batch 32) also
+    order the chain within 3,000 updates (measured: mean 0.99), so the short-budget failure to order tabletop
+    video frames (benchmarks/icvf_probe.py) is not the TD settings alone."""
+    cfg = ICVFConfig(name="chain", encoder="FlatEncoder", encoder_kwargs={"in_dim": 7}, hidden=(64, 64),
+                     batch_size=32, clip_len=16, lr=3e-4, adam_eps=1e-5)
+    assert (cfg.tau, cfg.discount) == (0.005, 0.99)
+    before, after, goal_is_best = _train_on_chain(cfg, 3000)
+    assert np.mean(after) > 0.85 and min(after) > 0.5, after
+    assert goal_is_best and np.mean(after) > np.mean(before) + 0.3
 
 
 # ------------------------------------------------------------------------------------------ pretrain, save, load
