@@ -375,7 +375,7 @@ def cmd_pretrain_vptr(args) -> int:
     order = summary["final"].get("eval/value_order")
     print(f"wrote {out}: ICVF ({config.name}) {summary['steps']} steps in {time.time() - t0:.0f}s "
           f"({summary['updates_per_s']:.1f} updates/s), encoder out_dim {summary['encoder_out_dim']}"
-          + (f", value order on held-out clips {order:.2f}" if order is not None else "")
+          + (f", value order on its fixed evaluation clips {order:.2f}" if order is not None else "")
           + f". Use it: rlpt train agents/vptr/tabletop-push.yaml pretrained={out}")
     return 0
 

@@ -495,7 +495,7 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
     n_videos = len(source) if hasattr(source, "__len__") else None
     if n_videos == 0:
         raise DatasetError(f"{videos}: no usable videos (skipped: {getattr(source, 'skipped', [])[:5]})")
-    held_out = check_clips(source.sample(eval_clips, np.random.default_rng(seed + 1)), config)  # fixed eval clips
+    fixed_clips = check_clips(source.sample(eval_clips, np.random.default_rng(seed + 1)), config)  # training video
     run.write_config({"vptr": config.to_dict(), "videos": str(videos) if not isinstance(videos, np.ndarray)
                       else f"<array {videos.shape}>", "steps": steps, "seed": seed,
                       "device": str(learner.device), "resumed_from": start or None})
@@ -505,7 +505,7 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
                                       every=checkpoint_every, minutes=checkpoint_minutes)
     step, last_metrics, stopped = start, {}, False
     if start == 0:
-        first = {"eval/value_order": value_order(learner, held_out)}
+        first = {"eval/value_order": value_order(learner, fixed_clips)}
         logger.log(0, first)
         last_metrics.update(first)
     try:
@@ -517,7 +517,7 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
                 if step % log_every == 0 or step == steps:
                     row = means.row()
                     if step % eval_every == 0 or step == steps:
-                        row["eval/value_order"] = value_order(learner, held_out)
+                        row["eval/value_order"] = value_order(learner, fixed_clips)
                     logger.log(step, row)
                     last_metrics.update(row)
                     bar.set_postfix(loss=f"{row['train/loss']:.3f}", v=f"{row['train/v_gz']:.1f}")
