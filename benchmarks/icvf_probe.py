@@ -12,7 +12,9 @@ clip length (a fixed seed, so every checkpoint sees the same clips) and reports:
 - `value_by_t`: the mean value at each frame position, and `value_spread`: its range over the clip;
 - `goal_gap`: V(g, g, g) - mean over t < T-1 of V(s_t, g, g); it is > 0 once the value tells the goal frame
   itself from the frames before it;
-- `pixel_change`: mean |last frame - first frame| / 255 of the clips, how much there is to see.
+- `pixel_change`: mean |last frame - first frame| / 255 of the clips, how much there is to see;
+- `feature_std` (the encoder output's std over these frames, mean over features) and `dead_features` (the share
+  of outputs that are 0 on every frame): a collapsed encoder has both near 0 and 1.
 Prints a table and writes the JSON (machine, command, every number).
 """
 
@@ -63,12 +65,16 @@ def probe(checkpoint: str, groups: dict[str, list[str]], clips: int, seed: int) 
         source = open_videos(paths, clip_len=config.clip_len, stride=config.stride, image_size=config.image_size)
         batch = check_clips(source.sample(clips, np.random.default_rng(seed)), config)
         v = goal_values(value, batch)  # (B, T)
+        with torch.no_grad():
+            feats = value.encoder(torch.as_tensor(batch.reshape(-1, *batch.shape[2:])))  # (B*T, F)
         by_t = v.mean(0)
         out["groups"][name] = {
             "videos": len(paths), "clips": int(v.shape[0]), "value_order": rank_order(v),
             "value_by_t": [round(float(x), 4) for x in by_t], "value_spread": float(by_t.max() - by_t.min()),
             "goal_gap": float((v[:, -1] - v[:, :-1].mean(1)).mean()),
             "pixel_change": float(np.abs(batch[:, -1].astype(np.float32) - batch[:, 0]).mean() / 255.0),
+            "feature_std": float(feats.std(0).mean()),
+            "dead_features": float((feats.abs().amax(0) <= 1e-6).float().mean()),
         }
     return out
 

@@ -467,7 +467,8 @@ def test_icvf_probe_reports_every_video_group(tmp_path, monkeypatch):
     assert result["step"] == 2 and set(result["groups"]) == {"left", "right"}
     for g in result["groups"].values():
         assert len(g["value_by_t"]) == tiny_config().clip_len and g["clips"] == 4
-        assert np.isfinite([g["value_spread"], g["goal_gap"]]).all() and -1 <= g["value_order"] <= 1
+        assert np.isfinite([g["value_spread"], g["goal_gap"], g["feature_std"]]).all() and -1 <= g["value_order"] <= 1
+        assert g["feature_std"] > 0 and 0 <= g["dead_features"] < 1  # a 2-step model has not collapsed
     monkeypatch.setattr(sys, "argv", ["icvf_probe.py", str(ckpt), "--videos", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main()
