@@ -362,8 +362,10 @@ def cmd_pretrain_vptr(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("image_size", args.image_size),
-                                   ("clip_len", args.clip_len), ("stride", args.stride), ("lr", args.lr))
-                 if v is not None}
+                                   ("clip_len", args.clip_len), ("stride", args.stride), ("lr", args.lr),
+                                   ("tau", args.tau), ("discount", args.discount)) if v is not None}
+    if args.layer_norm:
+        overrides["layer_norm"] = True
     out = Path(args.out)
     config = _pretrain_config(args, out, ICVFConfig, read_meta, "vptr.json", overrides)
     t0 = time.time()
@@ -663,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     vp.add_argument("--clip-len", type=int, help="override the preset's clip length (frames)")
     vp.add_argument("--stride", type=int, help="frames skipped between clip frames")
     vp.add_argument("--lr", type=float, help="override the preset's learning rate")
+    vp.add_argument("--tau", type=float, help="override the target network's Polyak rate (paper: 0.005)")
+    vp.add_argument("--discount", type=float, help="override the discount (paper: 0.99)")
+    vp.add_argument("--layer-norm", action="store_true", help="GELU + LayerNorm MLP heads (use_layer_norm)")
     vp.add_argument("--seed", type=int, default=0)
     vp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     vp.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -228,6 +228,14 @@ def test_cli_pretrain_vptr_on_an_mp4_folder(tmp_path):
                  "--out", str(out), "--resume", "--device", "cpu"]) == 0
     assert read_meta(out)["step"] == 3
     assert main(["pretrain", "vptr", "--videos", str(folder), "--steps", "2", "--out", str(out)]) == 2  # exists
+    # the TD settings and LayerNorm heads are CLI options too, validated like the config
+    td = tmp_path / "icvf_td"
+    assert main(["--quiet", "pretrain", "vptr", "--videos", str(folder), "--preset", "tiny", "--steps", "1",
+                 "--out", str(td), "--tau", "0.05", "--discount", "0.9", "--layer-norm", "--device", "cpu"]) == 0
+    saved = read_meta(td)["config"]
+    assert (saved["tau"], saved["discount"], saved["layer_norm"]) == (0.05, 0.9, True)
+    assert main(["--quiet", "pretrain", "vptr", "--videos", str(folder), "--preset", "tiny", "--steps", "1",
+                 "--out", str(tmp_path / "bad"), "--tau", "2", "--device", "cpu"]) == 2
 
 
 # ------------------------------------------------------------------------------------------ downstream agents
