@@ -291,7 +291,7 @@ def test_offline_pipeline_beats_random(trained, dataset):
     assert agent.step == agent.offline_total_steps == 1100
     assert agent.phase()[0] == "done" and agent.handed_off
     # critics: Q of dataset actions tracks the discounted return (bounded by the reward range)
-    assert all(math.isfinite(m.get("train/critic_q_loss", 0.0)) for _, m in logged)
+    assert all(math.isfinite(m.get("train/q_loss", 0.0)) for _, m in logged)
     # dynamics: elites are the members with the lowest held-out error
     hl = agent.dynamics.holdout_loss
     assert set(agent.dynamics.elites.tolist()) == set(torch.argsort(hl)[:2].tolist())
@@ -494,3 +494,78 @@ def test_ope_common_random_numbers_score_identical_policies_identically(trained,
         assert np.array_equal(again.ope_start_idx, agent.ope_start_idx)
     else:  # fresh start states each time
         assert scores[0] != scores[1]
+
+
+# ---------------------------------------------------------------------------------------------- one critic
+def test_shared_critic_gives_identical_updates_in_iql_and_unio4():
+    """Uni-O4's critic phase and IQL's critic are one implementation: from the same weights, statistics, rng
+    state and data, five updates leave identical Q, target Q and V in both agents."""
+    from rlpt.agents.iql import IQLConfig
+
+    env, ds = GoalEnv(), make_dataset(n_expert=5, n_random=5)
+    iql = IQLConfig(seed=3, hidden=(32, 32), batch_size=64, critic_lr=3e-4, normalize_reward=True).create(
+        env.observation_space, env.action_space, device="cpu")
+    unio4 = UniO4Config(seed=3, q_hidden=(32, 32), v_hidden=(32, 32), batch_size=64, critic_lr=3e-4,
+                        target_update_interval=1, normalize_reward=True, critic_steps=5, **{
+                            k: v for k, v in TINY.items() if k not in ("critic_steps", "q_hidden", "v_hidden",
+                                                                       "batch_size", "critic_lr")}).create(
+        env.observation_space, env.action_space, device="cpu")
+    unio4.critic.load_state_dict(iql.critic.state_dict())
+    iql.fit(ds, n_steps=5)
+    unio4.fit(ds, n_steps=5)
+    assert unio4.phase()[0] == "dynamics" and unio4.reward_factor == pytest.approx(iql.reward_factor)
+    for name, tensor in iql.critic.state_dict().items():
+        assert torch.equal(tensor, unio4.critic.state_dict()[name]), name
+    before = {k: v.clone() for k, v in iql.critic.state_dict().items()}
+    iql.fit(ds, n_steps=1)  # and the comparison can fail: another update moves the weights
+    assert any(not torch.equal(before[k], v) for k, v in iql.critic.state_dict().items())
+
+
+def test_hand_off_rescales_a_reward_normalised_v_to_online_reward_units():
+    ds = make_dataset(n_expert=5, n_random=5)
+    agent = tiny_agent(normalize_reward=True, online_reward_scale=0.1, critic_steps=20, dynamics_steps=0,
+                       bc_steps=0, improve_steps=0)
+    agent.fit(ds, n_steps=20)
+    agent._hand_off(0)
+    assert agent.reward_factor != 1.0
+    x = torch.randn(16, 2)
+    expected = agent.critic.v(x) * 0.1 / agent.reward_factor
+    assert torch.allclose(agent.online_v(x), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- OPE noise
+def test_accept_candidate_requires_more_than_the_margin():
+    candidate, reference = GaussianPolicy(2, 2, (8,)), GaussianPolicy(2, 2, (8,))
+    assert accept_candidate(candidate, reference, candidate_score=2.5, best_score=2.0, margin=1.0) is False
+    assert accept_candidate(candidate, reference, candidate_score=3.0, best_score=2.0, margin=1.0) is False
+    assert accept_candidate(candidate, reference, candidate_score=3.01, best_score=2.0, margin=1.0) is True
+    assert accept_candidate(candidate, reference, candidate_score=-9.0, best_score=-math.inf, margin=1.0) is True
+
+
+def test_ope_noise_rescores_fixed_policies_without_touching_training(trained, dataset):
+    agent = trained[0] if isinstance(trained, tuple) else trained
+    rng_state = agent.rng.bit_generator.state
+    weights = {k: v.clone() for k, v in agent.policies.state_dict().items()}
+    noise = agent.ope_noise(dataset, repeats=4)
+    assert np.asarray(noise["scores"]).shape == (agent.config.ensemble_size, 4)
+    assert math.isfinite(noise["sd"]) and noise["sd"] > 0  # fresh start states: the same policy scores differently
+    assert noise == agent.ope_noise(dataset, repeats=4)  # its own seeded stream: repeatable
+    assert agent.rng.bit_generator.state == rng_state
+    assert all(torch.equal(v, agent.policies.state_dict()[k]) for k, v in weights.items())
+    with pytest.raises(ConfigError, match="repeats"):
+        agent.ope_noise(dataset, repeats=1)
+
+
+def test_acceptance_with_a_noise_margin_in_the_pipeline(dataset):
+    with pytest.raises(ConfigError, match="ope_noise_repeats"):
+        tiny_agent(ope_accept_margin=1.0)
+    agent = tiny_agent(ope_noise_repeats=3, ope_accept_margin=1e6, critic_steps=100, dynamics_steps=100,
+                       bc_steps=100, improve_steps=100)
+    agent.fit(dataset, n_steps=agent.offline_total_steps)
+    h = np.asarray(agent.ope_history)
+    assert agent.ope_noise_sd > 0
+    # the BC policies (first scores) are always accepted; nothing beats them by a million noise SDs
+    assert h[:, 3].sum() == agent.config.ensemble_size and h[h[:, 3] == 1, 0].max() == h[0, 0]
+    free = tiny_agent(critic_steps=100, dynamics_steps=100, bc_steps=100, improve_steps=100)
+    free.fit(dataset, n_steps=free.offline_total_steps)
+    assert np.asarray(free.ope_history)[:, 3].sum() > free.config.ensemble_size  # without the margin, more pass

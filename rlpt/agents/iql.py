@@ -19,7 +19,6 @@ transitions to the offline buffer), a number takes that fraction of each batch f
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from rlpt.agents.common import (
 from rlpt.data.buffers import ReplayBuffer
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError
-from rlpt.nets.critics import QEnsemble, ValueNet, expectile_loss, soft_update
+from rlpt.nets.critics import IQLCritic
 from rlpt.nets.normalizer import ObsNormalizer
 
 
@@ -94,12 +93,10 @@ class IQL(Agent):
 
         self.obs_norm = ObsNormalizer(tuple(observation_space.shape)).to(self.device)
         self.actor = PolicyNet(self.obs_dim, self.act_dim, config.hidden, config.actor == "gaussian").to(self.device)
-        self.qf = QEnsemble(self.obs_dim, self.act_dim, config.hidden, n=2).to(self.device)
-        self.qf_target = copy.deepcopy(self.qf).requires_grad_(False)
-        self.vf = ValueNet(self.obs_dim, config.hidden).to(self.device)
+        # Q, target Q and V with their optimisers: the one IQL critic implementation (shared with Uni-O4).
+        self.critic = IQLCritic(self.obs_dim, self.act_dim, config.hidden, config.hidden, config.critic_lr,
+                                config.expectile, config.discount, config.tau).to(self.device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.qf_opt = torch.optim.Adam(self.qf.parameters(), lr=config.critic_lr)
-        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=config.critic_lr)
 
         self.gen = generator_for(self.device, config.seed)  # exploration noise
         self.stats_ready = False  # obs statistics and reward scale frozen?
@@ -150,28 +147,12 @@ class IQL(Agent):
         next_obs = self.obs_norm(batch["next_observations"].flatten(1))
         actions, rewards, terminals = batch["actions"], batch["rewards"], batch["terminals"]  # (B, A), (B,), (B,)
 
-        # 1. V: expectile regression toward min_k Q_targ(s, a)
-        with torch.no_grad():
-            target_q = self.qf_target(obs, actions).min(0).values  # (B,)
-            next_v = self.vf(next_obs)  # (B,) before the V step, as CORL does
-        v = self.vf(obs)  # (B,)
-        adv = target_q - v  # (B,)
-        v_loss = expectile_loss(adv, cfg.expectile)
-        self.vf_opt.zero_grad()
-        v_loss.backward()
-        self.vf_opt.step()
-
-        # 2. Q: one-step backup through V(s')
-        y = rewards + cfg.discount * (1.0 - terminals) * next_v  # (B,)
-        qs = self.qf(obs, actions)  # (2, B)
-        q_loss = (qs - y).pow(2).mean(1).sum() / qs.shape[0]
-        self.qf_opt.zero_grad()
-        q_loss.backward()
-        self.qf_opt.step()
-        soft_update(self.qf_target, self.qf, cfg.tau)
+        # 1.-2. V by expectile regression toward min_k Q_targ(s, a), Q by the backup through V(s'), then 4. the
+        # target (IQLCritic.update); adv = min_k Q_targ(s, a) - V(s) before the V step, (B,)
+        metrics, adv = self.critic.update(obs, actions, rewards, terminals, next_obs, self.step)
 
         # 3. actor: advantage-weighted behaviour cloning
-        weights = torch.exp(cfg.temperature * adv.detach()).clamp(max=cfg.adv_clip)  # (B,)
+        weights = torch.exp(cfg.temperature * adv).clamp(max=cfg.adv_clip)  # (B,)
         actor_loss = (weights * self.actor.bc_loss(obs, actions)).mean()
         if cfg.actor_lr_decay_steps:
             frac = min(self.step / cfg.actor_lr_decay_steps, 1.0)
@@ -182,9 +163,7 @@ class IQL(Agent):
         self.actor_opt.step()
 
         self.step += 1
-        return {"train/v_loss": v_loss.item(), "train/q_loss": q_loss.item(), "train/actor_loss": actor_loss.item(),
-                "train/v_mean": v.mean().item(), "train/q_mean": qs.mean().item(),
-                "train/adv_mean": adv.mean().item(), "train/weight_mean": weights.mean().item()}
+        return {**metrics, "train/actor_loss": actor_loss.item(), "train/weight_mean": weights.mean().item()}
 
     # -------------------------------------------------------------- offline
     def fit(self, dataset: Dataset, n_steps: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -203,11 +182,11 @@ class IQL(Agent):
 
     # -------------------------------------------------------------- checkpoint
     def modules(self) -> dict[str, nn.Module]:
-        return {"actor": self.actor, "qf": self.qf, "qf_target": self.qf_target, "vf": self.vf,
+        return {"actor": self.actor, "qf": self.critic.q, "qf_target": self.critic.q_target, "vf": self.critic.v,
                 "obs_norm": self.obs_norm}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"actor": self.actor_opt, "qf": self.qf_opt, "vf": self.vf_opt}
+        return {"actor": self.actor_opt, "qf": self.critic.q_opt, "vf": self.critic.v_opt}
 
     def extra_state(self) -> dict[str, Any]:
         return {"torch_generator": self.gen.get_state(), "stats_ready": self.stats_ready,

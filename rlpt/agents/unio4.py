@@ -46,10 +46,17 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
-from rlpt.agents.common import action_bounds, from_unit, generator_for, run_callbacks, training_view
+from rlpt.agents.common import (
+    action_bounds,
+    from_unit,
+    generator_for,
+    return_range_scale,
+    run_callbacks,
+    training_view,
+)
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
-from rlpt.nets.critics import QEnsemble, ValueNet, expectile_loss, soft_update
+from rlpt.nets.critics import IQLCritic, QEnsemble, ValueNet
 from rlpt.nets.dynamics import DynamicsEnsemble, TerminationFn, get_termination_fn
 from rlpt.nets.normalizer import ObsNormalizer
 from rlpt.nets.policies import GaussianPolicy, PolicyEnsemble
@@ -79,6 +86,8 @@ class UniO4Config(AgentConfig):
     expectile: float = 0.7  # [paper] omega (AntMaze 0.9)
     tau: float = 0.005  # [paper] Polyak rate
     target_update_interval: int = 2  # [paper]
+    normalize_reward: bool = False  # [ours] critics see r * 1000 / (max - min episode return), as CORL's IQL does;
+    #   the online critic's initial V is rescaled back (to `online_reward_scale` units) at hand-off
     # --- BC ensemble
     ensemble_size: int = 4  # [paper] num_policies
     policy_hidden: tuple[int, ...] = (256, 256, 256)  # [paper] bc_depth=3, bc_hidden_dim=256
@@ -109,6 +118,10 @@ class UniO4Config(AgentConfig):
     ope_common_random_numbers: bool = False  # [ours] score every iterate from one fixed set of start states with
     #   the same model-noise stream (common random numbers): the same estimator, far less noise between the
     #   scores the acceptance rule compares. False: fresh start states each evaluation, as the original code
+    ope_noise_repeats: int = 0  # [ours] >= 2: before improving, score every BC member this many times from fresh
+    #   start states and model noise; the pooled SD of those scores is the OPE's own noise (`ope_noise_sd`)
+    ope_accept_margin: float = 0.0  # [ours] accept a candidate only when its score beats the best so far by more
+    #   than this many noise SDs (0 = the paper's rule: any improvement; needs ope_noise_repeats >= 2 when > 0)
     select_by_env_return: bool = False  # [ours] if True, `fit` needs eval_env: best env return among top-k by OPE
     select_top_k: int = 3  # [paper] top-3 members by OPE are the candidates when selecting by env return
     eval_episodes: int = 10  # [paper]
@@ -173,11 +186,13 @@ def diversity_bc_losses(mean: torch.Tensor, log_std: torch.Tensor, actions: torc
     raise ConfigError(f"UniO4Config.diversity must be 'heuristic', 'kl' or 'none', got {kind!r}")
 
 
-def accept_candidate(candidate: nn.Module, reference: nn.Module, candidate_score: float, best_score: float) -> bool:
-    """Uni-O4's acceptance rule (§1.7): if the candidate's OPE score beats the best score so far, the reference
-    (PPO anchor) becomes a copy of the candidate and True is returned; otherwise nothing changes (the rejected
-    candidate keeps training against the old reference). NaN/inf scores are never accepted."""
-    if not math.isfinite(candidate_score) or not candidate_score > best_score:
+def accept_candidate(candidate: nn.Module, reference: nn.Module, candidate_score: float, best_score: float,
+                     margin: float = 0.0) -> bool:
+    """Uni-O4's acceptance rule (§1.7): if the candidate's OPE score beats the best score so far by more than
+    `margin` (0 in the paper; rlpt can require the OPE's measured noise), the reference (PPO anchor) becomes a
+    copy of the candidate and True is returned; otherwise nothing changes (the rejected candidate keeps training
+    against the old reference). NaN/inf scores are never accepted."""
+    if not math.isfinite(candidate_score) or not candidate_score > best_score + margin:
         return False
     reference.load_state_dict(candidate.state_dict())
     return True
@@ -219,6 +234,9 @@ class UniO4(Agent):
             raise ConfigError(f"UniO4Config.diversity must be 'heuristic', 'kl' or 'none', got {config.diversity!r}")
         if config.ensemble_size < 1:
             raise ConfigError(f"UniO4Config.ensemble_size must be >= 1, got {config.ensemble_size}")
+        if config.ope_accept_margin < 0 or (config.ope_accept_margin > 0 and config.ope_noise_repeats < 2):
+            raise ConfigError(f"UniO4Config.ope_accept_margin={config.ope_accept_margin} must be >= 0, and > 0 needs "
+                              f"ope_noise_repeats >= 2 to measure the noise (got {config.ope_noise_repeats})")
         if min(config.phase_lengths()) < 0:
             raise ConfigError(f"UniO4Config phase steps must be >= 0, got {config.phase_lengths()}")
         obs_shape = tuple(observation_space.shape or ())
@@ -248,10 +266,11 @@ class UniO4(Agent):
         self.normalizer = ObsNormalizer((feat_dim,)).to(self.device)  # identity until dataset stats are set
         self.termination_fn = get_termination_fn(config.termination_fn)
 
-        # Offline nets.
-        self.q = QEnsemble(feat_dim, act_dim, config.q_hidden, n=2).to(self.device)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.v = ValueNet(feat_dim, config.v_hidden).to(self.device)
+        # Offline nets. The critics are IQL's (one implementation shared with the IQL agent).
+        encoder_params = [] if self.encoder is None or config.freeze_encoder else list(self.encoder.parameters())
+        self.critic = IQLCritic(feat_dim, act_dim, config.q_hidden, config.v_hidden, config.critic_lr,
+                                config.expectile, config.gamma, config.tau, config.target_update_interval,
+                                extra_q_params=encoder_params).to(self.device)
         self.policies = PolicyEnsemble(config.ensemble_size, feat_dim, act_dim, config.policy_hidden,
                                        config.policy_activation).to(self.device)
         self.ref_policies = copy.deepcopy(self.policies).requires_grad_(False)  # BPPO anchors ("old" policies)
@@ -262,9 +281,6 @@ class UniO4(Agent):
         self.actor = GaussianPolicy(feat_dim, act_dim, config.policy_hidden, config.policy_activation).to(self.device)
         self.online_v = ValueNet(feat_dim, config.v_hidden).to(self.device)
 
-        encoder_params = [] if self.encoder is None or config.freeze_encoder else list(self.encoder.parameters())
-        self.q_opt = torch.optim.Adam([*self.q.parameters(), *encoder_params], lr=config.critic_lr)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=config.critic_lr)
         self.dyn_opt = torch.optim.Adam(self.dynamics.parameters(), lr=config.dynamics_lr)
         self.bc_opt = torch.optim.Adam(self.policies.parameters(), lr=config.bc_lr)
         self.improve_opt = torch.optim.Adam(self.policies.parameters(), lr=config.improve_lr)
@@ -275,10 +291,12 @@ class UniO4(Agent):
 
         self.gen = generator_for(self.device, config.seed)
         self.stats_ready = False
+        self.reward_factor = 1.0  # critics' reward scale (normalize_reward), frozen with the statistics
         self.best_ope = [-math.inf] * config.ensemble_size  # best AM-Q score of each member's reference
         # [step, member, score, accepted, true_return (nan unless report_true_returns)] per evaluated iterate
         self.ope_history: list[list[float]] = []
         self.ope_start_idx: np.ndarray | None = None  # fixed OPE start rows (ope_common_random_numbers)
+        self.ope_noise_sd = 0.0  # the OPE's own noise (ope_noise_repeats), measured on the BC members
         self.selected = -1  # member handed to the online phase
         self.handed_off = False
         self._eval_env: gym.Env | None = None  # set by fit(); reporting and select_by_env_return only
@@ -341,7 +359,9 @@ class UniO4(Agent):
         if self._data is not None and self._data[0] is dataset:
             return self._data[1:]
         dataset.check_spaces(self.observation_space, self.action_space)
-        view = training_view(dataset, self.low, self.high, 1.0, 0.0)  # actions in [-1, 1]
+        if not self.stats_ready and self.config.normalize_reward:
+            self.reward_factor = return_range_scale(dataset)
+        view = training_view(dataset, self.low, self.high, self.reward_factor, 0.0)  # actions in [-1, 1]
         tidx = view.transition_indices()
         dyn_idx = tidx
         if dataset.next_observations is None:  # a terminal row has no successor state to learn dynamics from
@@ -412,7 +432,12 @@ class UniO4(Agent):
             self.dynamics_best.holdout_loss.fill_(math.inf)
         if name == "improve":  # every member starts from its BC policy, anchored at itself
             self.ref_policies.load_state_dict(self.policies.state_dict())
-            return self._evaluate_members(data, self.step)
+            out = {}
+            if self.config.ope_noise_repeats >= 2:
+                noise = self.ope_noise(data, self.config.ope_noise_repeats)
+                self.ope_noise_sd = noise["sd"]
+                out["ope/noise_sd"] = noise["sd"]
+            return {**out, **self._evaluate_members(data, self.step)}
         return {}
 
     def _end_phase(self, name: str, data: Dataset, hold_idx: np.ndarray, eval_env: gym.Env | None) -> dict[str, Any]:
@@ -436,21 +461,8 @@ class UniO4(Agent):
         obs = self._features(b["observations"])  # (B, F); carries encoder gradients when it is trained
         with torch.no_grad():
             next_obs = self._features(b["next_observations"])
-            q_targ = self.q_target(obs, b["actions"]).min(0).values  # (B,)
-            td_target = b["rewards"] + cfg.gamma * (1.0 - b["terminals"]) * self.v(next_obs)  # (B,)
-        v_loss = expectile_loss(q_targ - self.v(obs.detach()), cfg.expectile)
-        self.v_opt.zero_grad()
-        v_loss.backward()
-        self.v_opt.step()
-        q = self.q(obs, b["actions"])  # (2, B)
-        q_loss = (q - td_target).pow(2).mean(1).sum()
-        self.q_opt.zero_grad()
-        q_loss.backward()
-        self.q_opt.step()
-        if (k + 1) % cfg.target_update_interval == 0:
-            soft_update(self.q_target, self.q, cfg.tau)
-        return {"train/critic_v_loss": v_loss.item(), "train/critic_q_loss": q_loss.item(),
-                "train/q_mean": q.mean().item()}
+        metrics, _ = self.critic.update(obs, b["actions"], b["rewards"], b["terminals"], next_obs, k)
+        return metrics
 
     # ------------------------------------------------------------------------------------------ phase 2: dynamics
     def _dynamics_update(self, data: Dataset, train_idx: np.ndarray, hold_idx: np.ndarray, k: int) -> dict[str, Any]:
@@ -513,8 +525,8 @@ class UniO4(Agent):
                 action = action.clamp(-1.0, 1.0)
             logp_ref = Normal(ref_mean, ref_log_std.exp()).log_prob(action).sum(-1)  # (N, B)
             obs_rep = obs.unsqueeze(0).expand(n, -1, -1).reshape(n * bsz, -1)
-            q = self.q(obs_rep, action.reshape(n * bsz, act_dim)).min(0).values.view(n, bsz)
-            adv = q - self.v(obs).unsqueeze(0)  # (N, B)
+            q = self.critic.q(obs_rep, action.reshape(n * bsz, act_dim)).min(0).values.view(n, bsz)
+            adv = q - self.critic.v(obs).unsqueeze(0)  # (N, B)
             adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
         mean, log_std = self.policies(obs)
         dist = Normal(mean, log_std.exp())
@@ -542,8 +554,31 @@ class UniO4(Agent):
         gen = self.gen
         if self.config.ope_common_random_numbers:  # the same model-noise stream for every scored policy
             gen = generator_for(self.device, self.config.seed + 7919)
-        return amq_score(policy, self.dynamics, self.q, start_states, self.config.ope_horizon, self.normalizer,
+        return amq_score(policy, self.dynamics, self.critic.q, start_states, self.config.ope_horizon, self.normalizer,
                          self.termination_fn, gen)
+
+    def ope_noise(self, dataset: Dataset, repeats: int = 8, members: Sequence[int] | None = None) -> dict[str, Any]:
+        """The OPE's own noise: score each of `members` (default: all) current policies `repeats` times, each time
+        from fresh start states and a fresh model-noise stream, without changing the policies or the training rng.
+        Returns {"scores": (members, repeats) list, "sd": pooled within-member SD, "member_means": ...}; compare
+        "sd" with the spread of scores across iterates (`ope_history`)."""
+        if repeats < 2:
+            raise ConfigError(f"UniO4.ope_noise: repeats must be >= 2 to measure a spread, got {repeats}")
+        if not self.stats_ready:
+            raise ConfigError("UniO4.ope_noise: the agent has no dataset statistics yet; fit it first")
+        data = dataset  # only observations are read: the source dataset and its training view share them
+        members = list(range(self.config.ensemble_size)) if members is None else list(members)
+        rng = np.random.default_rng(self.config.seed + 4243)  # its own stream: measuring never shifts training
+        scores = np.zeros((len(members), repeats))
+        for r in range(repeats):
+            idx = rng.choice(data.transition_indices(), size=self.config.ope_start_states)
+            start = self._encode_chunked(self._batch(data, idx)["observations"])
+            gen = generator_for(self.device, self.config.seed + 31 * r + 1)
+            for j, i in enumerate(members):
+                scores[j, r] = amq_score(self.policies[i], self.dynamics, self.critic.q, start, self.config.ope_horizon,
+                                         self.normalizer, self.termination_fn, gen)
+        sd = float(np.sqrt(np.mean(scores.var(axis=1, ddof=1))))
+        return {"scores": scores.tolist(), "sd": sd, "member_means": scores.mean(1).tolist(), "repeats": repeats}
 
     def _evaluate_members(self, data: Dataset, step: int) -> dict[str, Any]:
         """AM-Q score of every member's current policy from one shared set of dataset start states; apply the
@@ -560,7 +595,8 @@ class UniO4(Agent):
         scores = []
         for i in range(self.config.ensemble_size):
             score = self._ope(self.policies[i], start)
-            accepted = accept_candidate(self.policies[i], self.ref_policies[i], score, self.best_ope[i])
+            margin = self.config.ope_accept_margin * self.ope_noise_sd
+            accepted = accept_candidate(self.policies[i], self.ref_policies[i], score, self.best_ope[i], margin)
             if accepted:
                 self.best_ope[i] = score
             true_return = math.nan
@@ -616,8 +652,8 @@ class UniO4(Agent):
             member = int(np.argmax(self.best_ope)) if max(self.best_ope) > -math.inf else 0
         source = self.ref_policies if max(self.best_ope) > -math.inf else self.policies
         self.actor.load_state_dict(source[member].state_dict())
-        self.online_v.load_state_dict(self.v.state_dict())
-        scale = self.config.online_reward_scale
+        self.online_v.load_state_dict(self.critic.v.state_dict())
+        scale = self.config.online_reward_scale / self.reward_factor
         if scale != 1.0:  # V of (scale * r) is exactly scale * V
             with torch.no_grad():
                 last = self.online_v.net[-1]
@@ -765,7 +801,7 @@ class UniO4(Agent):
     # ------------------------------------------------------------------------------------------ checkpoint
     def modules(self) -> dict[str, nn.Module]:
         mods: dict[str, nn.Module] = {
-            "normalizer": self.normalizer, "q": self.q, "q_target": self.q_target, "v": self.v,
+            "normalizer": self.normalizer, "q": self.critic.q, "q_target": self.critic.q_target, "v": self.critic.v,
             "policies": self.policies, "ref_policies": self.ref_policies, "dynamics": self.dynamics,
             "dynamics_best": self.dynamics_best, "actor": self.actor, "online_v": self.online_v}
         if self.encoder is not None:
@@ -773,22 +809,25 @@ class UniO4(Agent):
         return mods
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"q": self.q_opt, "v": self.v_opt, "dynamics": self.dyn_opt, "bc": self.bc_opt,
+        return {"q": self.critic.q_opt, "v": self.critic.v_opt, "dynamics": self.dyn_opt, "bc": self.bc_opt,
                 "improve": self.improve_opt, "actor": self.actor_opt, "online_v": self.online_v_opt}
 
     def extra_state(self) -> dict[str, Any]:
         return {"torch_generator": self.gen.get_state(), "stats_ready": self.stats_ready,
-                "best_ope": [float(s) for s in self.best_ope], "ope_history": [list(h) for h in self.ope_history],
-                "selected": self.selected, "handed_off": self.handed_off,
+                "reward_factor": self.reward_factor, "best_ope": [float(s) for s in self.best_ope],
+                "ope_history": [list(h) for h in self.ope_history],
+                "selected": self.selected, "handed_off": self.handed_off, "ope_noise_sd": self.ope_noise_sd,
                 "ope_start_idx": None if self.ope_start_idx is None else self.ope_start_idx.tolist()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "torch_generator" in state:
             self.gen.set_state(state["torch_generator"])
         self.stats_ready = bool(state.get("stats_ready", self.stats_ready))
+        self.reward_factor = float(state.get("reward_factor", self.reward_factor))
         self.best_ope = [float(s) for s in state.get("best_ope", self.best_ope)]
         self.ope_history = [[float(x) for x in h] for h in state.get("ope_history", [])]
         self.selected = int(state.get("selected", -1))
+        self.ope_noise_sd = float(state.get("ope_noise_sd", 0.0))
         self.handed_off = bool(state.get("handed_off", False))
         idx = state.get("ope_start_idx")
         self.ope_start_idx = None if idx is None else np.asarray(idx, dtype=np.int64)

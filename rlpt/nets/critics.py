@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rlpt.errors import ConfigError
 from rlpt.nets.mlp import ACTIVATIONS
 
 
@@ -101,3 +102,60 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
         t.lerp_(s, tau)
     for t, s in zip(target.buffers(), source.buffers(), strict=True):
         t.copy_(s)
+
+
+class IQLCritic(nn.Module):
+    """IQL's in-sample critic (Kostrikov et al., 2022): twin Q, its Polyak target, and V by expectile regression.
+
+    One implementation for every agent that trains IQL critics (IQL, and Uni-O4's critic phase), so "the same
+    critic settings" means the same code. One `update` on a batch:
+    1. V(s) regresses the `expectile` of `min_k Q_targ(s, a)`;
+    2. each Q_k(s, a) regresses `r + discount * (1 - d) * V(s')` (V before its update, as CORL does);
+    3. every `target_update_interval` updates, `Q_targ <- (1 - tau) Q_targ + tau Q`.
+    `extra_q_params` (e.g. a trainable encoder) are optimised with the Q loss.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, q_hidden: Sequence[int] = (256, 256),
+                 v_hidden: Sequence[int] = (256, 256), lr: float = 3e-4, expectile: float = 0.7,
+                 discount: float = 0.99, tau: float = 0.005, target_update_interval: int = 1,
+                 extra_q_params: Sequence[nn.Parameter] = ()):
+        super().__init__()
+        if not 0.0 < expectile < 1.0:
+            raise ConfigError(f"IQLCritic: expectile must be in (0, 1), got {expectile}")
+        if target_update_interval < 1:
+            raise ConfigError(f"IQLCritic: target_update_interval must be >= 1, got {target_update_interval}")
+        self.q = QEnsemble(obs_dim, act_dim, q_hidden, n=2)
+        self.q_target = QEnsemble(obs_dim, act_dim, q_hidden, n=2).requires_grad_(False)
+        self.q_target.load_state_dict(self.q.state_dict())
+        self.v = ValueNet(obs_dim, v_hidden)
+        self.expectile, self.discount, self.tau = expectile, discount, tau
+        self.target_update_interval = target_update_interval
+        self.q_opt = torch.optim.Adam([*self.q.parameters(), *extra_q_params], lr=lr)
+        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=lr)
+
+    def update(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor,
+               next_obs: torch.Tensor, step: int) -> tuple[dict[str, float], torch.Tensor]:
+        """One critic update on a batch: obs/next_obs (B, F), actions (B, A), rewards/terminals (B,); `step` is
+        the caller's count of earlier updates (drives the target schedule). Returns the metrics and the detached
+        advantage `min_k Q_targ(s, a) - V(s)` (B,) measured before the V step (IQL's actor weights)."""
+        with torch.no_grad():
+            target_q = self.q_target(obs, actions).min(0).values  # (B,)
+            next_v = self.v(next_obs)  # (B,)
+        v = self.v(obs.detach())  # (B,)
+        adv = target_q - v
+        v_loss = expectile_loss(adv, self.expectile)
+        self.v_opt.zero_grad()
+        v_loss.backward()
+        self.v_opt.step()
+
+        y = rewards + self.discount * (1.0 - terminals) * next_v  # (B,)
+        qs = self.q(obs, actions)  # (2, B)
+        q_loss = (qs - y).pow(2).mean(1).mean()
+        self.q_opt.zero_grad()
+        q_loss.backward()
+        self.q_opt.step()
+        if (step + 1) % self.target_update_interval == 0:
+            soft_update(self.q_target, self.q, self.tau)
+        metrics = {"train/v_loss": v_loss.item(), "train/q_loss": q_loss.item(), "train/v_mean": v.mean().item(),
+                   "train/q_mean": qs.mean().item(), "train/adv_mean": adv.mean().item()}
+        return metrics, adv.detach()
