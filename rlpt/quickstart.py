@@ -30,18 +30,21 @@ def quickstart(out_root: Path = Path("runs"), data_root: Path = Path("data"), qu
     ope = summary.get("ope") or {}
     brief = {
         "run": summary["run"],
+        "dataset_score": summary.get("dataset_score"),
+        "best_bc_member": max(ope["bc_members"]) if ope.get("bc_members") else None,
         "offline_score": summary["offline_score"],
         "first_online_score": summary.get("first_online_score"),
         "online_score": summary["online_score"],
         "ope_spearman": ope.get("spearman"),
         "ope_iterates": ope.get("with_true_return"),
-        "plot": summary.get("plot"),
+        "story": summary.get("story"),
+        "plot": summary.get("story_plot") or summary.get("plot"),
         "video": summary.get("video"),
         "minutes": round((time.time() - t0) / 60, 1),
     }
-    print(f"offline score {_fmt(brief['offline_score'])} -> online score {_fmt(brief['online_score'])} "
-          f"(normalized, 0 = random, 100 = expert behaviour policy); OPE rank correlation "
-          f"{_fmt(brief['ope_spearman'], 2)} over {brief['ope_iterates']} iterates; report in {summary['run']}")
+    print(f"{brief['story']} (normalized scores: 0 = random, 100 = expert behaviour policy)")
+    print(f"OPE rank correlation {_fmt(brief['ope_spearman'], 2)} over {brief['ope_iterates']} iterates; "
+          f"plot {brief['plot']}; run folder {summary['run']} ({brief['minutes']} min)")
     return brief
 
 

@@ -29,19 +29,91 @@ def _slug(text: str) -> str:
 
 
 def is_quiet(quiet: bool | None = None) -> bool:
-    """Progress bars are off under --quiet, in CI (CI env var) and when stderr is not a terminal."""
+    """Progress output is off under --quiet and in CI (the RLPT_QUIET or CI env var)."""
     if quiet is not None:
         return quiet
-    return bool(os.environ.get("RLPT_QUIET") or os.environ.get("CI")) or not sys.stderr.isatty()
+    return bool(os.environ.get("RLPT_QUIET") or os.environ.get("CI"))
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", quiet: bool | None = None,
              initial: int = 0):
-    """A tqdm progress bar with rate and ETA, silent when quiet."""
+    """Progress of long work: a tqdm bar with rate and ETA on a terminal; when stderr is not a terminal (output
+    sent to a log file), a one-line status on stdout every `RLPT_STATUS_SECONDS` (default 30) s; nothing when
+    quiet."""
     from tqdm.auto import tqdm
 
+    if not is_quiet(quiet) and not sys.stderr.isatty():
+        interval = float(os.environ.get("RLPT_STATUS_SECONDS", "30"))
+        return StatusLines(iterable, total=total, desc=desc, initial=initial, interval=interval)
     return tqdm(iterable, total=total, desc=desc, disable=is_quiet(quiet), initial=initial, dynamic_ncols=True,
                 smoothing=0.1)
+
+
+class StatusLines:
+    """The subset of tqdm's interface rlpt uses (`n`, `update`, `refresh`, `set_postfix`, iteration, context
+    manager), printing `desc: n/total (pct) | rate it/s | ETA | postfix` at most every `interval` seconds and
+    once at the end, one line each, for logs."""
+
+    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
+                 initial: int = 0, interval: float = 30.0, stream=None):
+        self.iterable, self.desc, self.interval = iterable, desc, interval
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.n, self.initial = total, initial, initial
+        self.stream = stream if stream is not None else sys.stdout
+        self.postfix = ""
+        self.t0 = self.last = time.monotonic()
+        self.closed = False
+
+    def __iter__(self):
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+
+    def __enter__(self) -> StatusLines:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.refresh()
+
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kwargs) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in {**(ordered_dict or {}), **kwargs}.items())
+        if refresh:
+            self.refresh()
+
+    def refresh(self) -> None:
+        if time.monotonic() - self.last >= self.interval:
+            self._print()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._print(final=True)
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        rate = (self.n - self.initial) / elapsed
+        parts = [f"{self.desc}: {self.n}" + (f"/{self.total} ({100 * self.n / max(self.total, 1):.0f}%)"
+                                              if self.total else "")]
+        parts.append(f"{rate:.1f} it/s, {_clock(elapsed)} elapsed")
+        if self.total and rate > 0 and self.n < self.total:
+            parts.append(f"ETA {_clock((self.total - self.n) / rate)}")
+        if self.postfix:
+            parts.append(self.postfix)
+        return " | ".join(parts)
+
+    def _print(self, final: bool = False) -> None:
+        self.last = time.monotonic()
+        print(self.line() + (" | done" if final else ""), file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 class RunDir:

@@ -338,19 +338,28 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
                                                keys=("eval/success_rate",),
                                                title=f"{recipe.name} (seed {recipe.seed}): success rate"))
     logger.close()
-    summary = summarize(recipe, agent, evals, ref_scores)
+    summary = summarize(recipe, agent, evals, ref_scores, dataset)
+    story_plot = None
+    if summary.get("ope", {}).get("bc_members"):
+        from rlpt.eval.plots import plot_offline_to_online
+
+        story_plot = str(plot_offline_to_online(summary, run.plots / "offline_to_online.png",
+                                                title=f"{recipe.name} (seed {recipe.seed})"))
     summary.update(run=str(run.path), final_checkpoint=str(final), video=video, plot=plot, success_plot=success_plot,
-                   seconds=round(time.time() - t_start, 1))
+                   story_plot=story_plot, seconds=round(time.time() - t_start, 1))
     run.write_summary(summary)
     env.close()
     return summary
 
 
-def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -> dict[str, Any]:
+def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores, dataset=None) -> dict[str, Any]:
     def score(m: dict | None) -> float | None:
         if m is None:
             return None
         return m.get("eval/normalized_score", m.get("eval/return"))
+
+    def norm(ret: float) -> float:
+        return 100.0 * (ret - ref_scores[0]) / (ref_scores[1] - ref_scores[0]) if ref_scores else ret
 
     off = evals["offline"][-1] if evals["offline"] else None
     on = evals["online"][-1] if evals["online"] else None
@@ -362,6 +371,8 @@ def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -
         "offline_steps": agent.step, "online_steps": agent.online_steps,
         "evaluations": evals,
     }
+    if dataset is not None and len(rets := dataset.episode_returns()):
+        out["dataset_score"] = norm(float(np.mean(rets)))  # the data's average episode, on the score scale
     if (off or on or {}).get("eval/success_rate") is not None:  # tasks with a success predicate
         out["offline_success_rate"] = off.get("eval/success_rate") if off else None
         out["online_success_rate"] = on.get("eval/success_rate") if on else None
@@ -372,22 +383,62 @@ def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores) -
         out["first_online_step"] = first_online["online_step"]
     history = getattr(agent, "ope_history", None)
     if history:
-        out["ope"] = ope_report(history)
+        out["ope"] = ope_report(history, norm)
+        if getattr(agent, "ope_noise_sd", 0.0):
+            out["ope"]["noise_sd"] = agent.ope_noise_sd
+    out["story"] = story_line(out)
     return out
 
 
-def ope_report(history: list[list[float]]) -> dict[str, Any]:
-    """Spearman correlation between OPE scores and true returns over the iterates that have both.
-
-    `history` rows are `[step, member, ope_score, accepted, true_return]` (true_return NaN when not measured).
+def ope_report(history: list[list[float]], norm: Callable[[float], float] = float) -> dict[str, Any]:
+    """What offline improvement did, from `history` rows `[step, member, ope_score, accepted, true_return]`
+    (true_return NaN when not measured; `norm` maps returns to the score scale):
+    - the Spearman correlation between OPE scores and true returns over the iterates that have both;
+    - `bc_members`: each member's true return when first scored (its BC policy);
+    - `accepted`: every accepted iterate as [step, member, ope_score, true_return], and the share of acceptances
+      (after the first per member) whose true return is >= the reference it replaced.
     """
-    pairs = [(h[2], h[4]) for h in history if len(h) >= 5 and np.isfinite(h[2]) and np.isfinite(h[4])]
+    rows = [h for h in history if len(h) >= 5]
+    pairs = [(h[2], h[4]) for h in rows if np.isfinite(h[2]) and np.isfinite(h[4])]
     rep: dict[str, Any] = {"iterates": len(history), "with_true_return": len(pairs),
-                           "pairs": [[float(a), float(b)] for a, b in pairs]}
+                           "pairs": [[float(a), norm(float(b))] for a, b in pairs]}
     if len(pairs) >= 3:
         a, b = np.array(pairs).T
         rep["spearman"] = spearman(a, b)
+    if rows and all(np.isfinite(h[4]) for h in rows):
+        first = min(h[0] for h in rows)
+        rep["bc_members"] = [norm(h[4]) for h in sorted((h for h in rows if h[0] == first), key=lambda h: h[1])]
+        accepted = [[h[0], int(h[1]), h[2], norm(h[4])] for h in rows if h[3]]
+        rep["accepted"] = accepted
+        last: dict[int, float] = {}
+        better = []
+        for _, member, _, true in accepted:
+            if member in last:
+                better.append(true >= last[member])
+            last[member] = true
+        rep["acceptances_not_worse"] = float(np.mean(better)) if better else None
     return rep
+
+
+def story_line(summary: dict[str, Any]) -> str:
+    """One sentence on what the run did, from its summary."""
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.1f}"
+
+    parts = []
+    if summary.get("dataset_score") is not None:
+        parts.append(f"data average {f(summary['dataset_score'])}")
+    bc = (summary.get("ope") or {}).get("bc_members")
+    if bc:
+        parts.append(f"best BC member {f(max(bc))}")
+    if summary.get("offline_score") is not None:
+        gain = f" ({summary['offline_score'] - max(bc):+.1f} over BC)" if bc else ""
+        parts.append(f"offline {f(summary['offline_score'])}{gain}")
+    if summary.get("online_steps"):
+        gain = (f" ({summary['online_score'] - summary['offline_score']:+.1f})"
+                if summary.get("offline_score") is not None and summary.get("online_score") is not None else "")
+        parts.append(f"online {f(summary.get('online_score'))} after {summary['online_steps']} env steps{gain}")
+    return " -> ".join(parts)
 
 
 def check_resumable(path: str | Path) -> Path:

@@ -38,7 +38,15 @@ def test_evaluate_an_sb3_model():
 
     model = PPO("MlpPolicy", gym.make("InvertedPendulum-v5"), n_steps=64, seed=0, device="cpu")
     res = evaluate(model, ENV, episodes=2, seed=0)
-    assert len(res.returns) == 2 and res.success_rate == 0.0
+    assert len(res.returns) == 2 and res.success_rate is None  # InvertedPendulum has no success predicate
+    assert "eval/success_rate" not in res.metrics()
+
+
+def test_success_rate_only_for_tasks_that_report_success():
+    from rlpt.envs.tabletop import TabletopEnv
+
+    res = evaluate(lambda obs: np.zeros(4, np.float32), TabletopEnv("reach"), episodes=1, seed=0)
+    assert res.success_rate in (0.0, 1.0) and "eval/success_rate" in res.metrics()
 
 
 def test_evaluate_rejects_non_policies():

@@ -130,3 +130,34 @@ def test_spearman_matches_rank_definition():
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
     assert spearman(np.array([1, 2, 3]), np.array([1, 3, 2])) == pytest.approx(0.5)
+
+
+def test_progress_goes_to_the_log_as_status_lines_when_not_on_a_terminal(tmp_path, monkeypatch, capsys):
+    """Output sent to a file (stderr is not a terminal under pytest) gets one-line statuses, not silence."""
+    for var in ("CI", "RLPT_QUIET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RLPT_STATUS_SECONDS", "0")
+    train(load_recipe(str(write_recipe(tmp_path))), out_root=tmp_path / "runs")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("bc offline: ")]
+    assert lines and lines[-1].startswith("bc offline: 300/300 (100%)") and lines[-1].endswith("done")
+    assert any("it/s" in ln and "ETA" in ln for ln in lines[:-1])
+    monkeypatch.setenv("RLPT_QUIET", "1")  # and --quiet / CI silence it
+    train(load_recipe(str(write_recipe(tmp_path))), out_root=tmp_path / "runs2")
+    assert "bc offline: " not in capsys.readouterr().out
+
+
+def test_unio4_run_tells_its_offline_to_online_story(tmp_path):
+    config = {"critic_steps": 60, "dynamics_steps": 40, "bc_steps": 60, "improve_steps": 40, "batch_size": 64,
+              "q_hidden": [32, 32], "v_hidden": [32, 32], "policy_hidden": [32, 32], "ensemble_size": 2,
+              "dynamics_ensemble_size": 2, "dynamics_elites": 1, "dynamics_hidden": [32], "ope_interval": 20,
+              "ope_start_states": 16, "ope_horizon": 5, "report_true_returns": True, "report_episodes": 1,
+              "online_rollout_steps": 100, "online_minibatch": 50, "online_epochs": 1}
+    path = write_recipe(tmp_path, agent="unio4", offline_steps="auto", eval_interval=1000, online_steps=200,
+                        online_eval_interval=100, config=config)
+    summary = train(load_recipe(str(path)), out_root=tmp_path / "runs", quiet=True)
+    ope = summary["ope"]
+    assert len(ope["bc_members"]) == 2 and ope["accepted"][0][0] == 160  # every BC policy is accepted first
+    assert summary["dataset_score"] is not None and "best BC member" in summary["story"]
+    assert "online" in summary["story"] and Path(summary["story_plot"]).stat().st_size > 10_000
+    assert summary["success_plot"] is None  # InvertedPendulum reports no success
+    assert "eval/success_rate" not in summary["evaluations"]["offline"][-1]

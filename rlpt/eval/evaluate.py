@@ -13,11 +13,12 @@ import numpy as np
 
 @dataclass
 class EvalResult:
-    """Per-episode returns/lengths/successes and their summary."""
+    """Per-episode returns/lengths/successes and their summary. `successes` is None for a task whose env never
+    reports success (`info["success"]` or `info["is_success"]`): it has no success rate."""
 
     returns: list[float]
     lengths: list[int]
-    successes: list[bool]
+    successes: list[bool] | None
     normalized_scores: list[float] | None = None
     video: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -31,12 +32,14 @@ class EvalResult:
         return None if self.normalized_scores is None else float(np.mean(self.normalized_scores))
 
     @property
-    def success_rate(self) -> float:
-        return float(np.mean(self.successes))
+    def success_rate(self) -> float | None:
+        return None if self.successes is None else float(np.mean(self.successes))
 
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
         m = {f"{prefix}return": self.mean_return, f"{prefix}return_std": float(np.std(self.returns)),
-             f"{prefix}length": float(np.mean(self.lengths)), f"{prefix}success_rate": self.success_rate}
+             f"{prefix}length": float(np.mean(self.lengths))}
+        if self.successes is not None:
+            m[f"{prefix}success_rate"] = self.success_rate
         if self.normalized_scores is not None:
             m[f"{prefix}normalized_score"] = self.normalized_score
             m[f"{prefix}normalized_score_std"] = float(np.std(self.normalized_scores))
@@ -109,6 +112,7 @@ def evaluate(policy: Any, env: str | gym.Env, episodes: int = 10, *, seed: int =
         env = make_env(env, **opts)
     act = as_policy(policy, deterministic)
     returns, lengths, successes, frames = [], [], [], []
+    reports_success = False
     try:
         for ep in range(episodes):
             obs, info = env.reset(seed=seed + ep)
@@ -122,7 +126,9 @@ def evaluate(policy: Any, env: str | gym.Env, episodes: int = 10, *, seed: int =
                 obs, r, term, trunc, info = env.step(act(obs))
                 total += float(r)
                 steps += 1
-                success = success or bool(info.get("success", info.get("is_success", False)))
+                if "success" in info or "is_success" in info:
+                    reports_success = True
+                    success = success or bool(info.get("success", info.get("is_success", False)))
                 done = term or trunc
             if record:
                 frames.append(_frame(env, obs))
@@ -141,7 +147,7 @@ def evaluate(policy: Any, env: str | gym.Env, episodes: int = 10, *, seed: int =
         from rlpt.eval.video import write_video
 
         video = str(write_video(video_path, np.stack(frames), fps=video_fps))
-    return EvalResult(returns, lengths, successes, norm, video)
+    return EvalResult(returns, lengths, successes if reports_success else None, norm, video)
 
 
 def _frame(env: gym.Env, obs: Any) -> np.ndarray | None:

@@ -69,3 +69,60 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+def plot_offline_to_online(summary: dict, out: str | os.PathLike, title: str | None = None) -> Path:
+    """The offline-to-online story of one run from its summary (`rlpt.train.summarize`): left, offline: the
+    data's average episode, each BC member, the true return of every accepted improvement iterate per member,
+    and the evaluated hand-off policy; right, online: the evaluations against env steps. Returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = summary.get("score_metric", "eval/normalized_score")
+    ope = summary.get("ope") or {}
+    evals = summary.get("evaluations") or {}
+    fig, (ax_off, ax_on) = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True,
+                                        gridspec_kw={"width_ratios": [1.2, 1]})
+    if summary.get("dataset_score") is not None:
+        for ax in (ax_off, ax_on):
+            ax.axhline(summary["dataset_score"], ls=":", c="gray", lw=1)
+        ax_off.text(0.01, summary["dataset_score"], " data average", va="bottom", fontsize=7, color="gray",
+                    transform=ax_off.get_yaxis_transform())
+    accepted = ope.get("accepted") or []
+    bc = ope.get("bc_members") or []
+    start = min((a[0] for a in accepted), default=0)
+    end = summary.get("offline_steps") or start
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for member in range(len(bc)):
+        pts = [(a[0], a[3]) for a in accepted if a[1] == member]
+        if not pts:
+            continue
+        xs = [p[0] for p in pts] + [end]
+        ys = [p[1] for p in pts] + [pts[-1][1]]
+        c = colors[member % len(colors)]
+        ax_off.step(xs, ys, where="post", c=c, lw=1.3, label=f"member {member} reference")
+        ax_off.plot([p[0] for p in pts[1:]], [p[1] for p in pts[1:]], "o", c=c, ms=4)
+        ax_off.plot([start], [bc[member]], "s", c=c, ms=6)
+    if bc:
+        ax_off.plot([], [], "s", c="k", ms=5, label="BC members (squares); dots: accepted iterates")
+    off = [(e["step"], e[key]) for e in evals.get("offline", []) if e.get(key) is not None]
+    if off:
+        ax_off.plot(*zip(*off, strict=True), "*", c="k", ms=11, label="evaluated hand-off policy")
+    ax_off.set_xlabel("offline gradient steps (improvement phase)")
+    ax_off.set_ylabel("normalized score" if key == "eval/normalized_score" else "return")
+    ax_off.set_title("offline: BC ensemble, then OPE-gated improvement", fontsize=9)
+    ax_off.legend(fontsize=7, loc="lower left")
+    on = [(e["online_step"], e[key]) for e in evals.get("online", []) if e.get(key) is not None]
+    if on:
+        ax_on.plot(*zip(*on, strict=True), marker="o", ms=4, c="tab:green", label="online evaluations")
+        ax_on.legend(fontsize=7, loc="lower right")
+    ax_on.set_xlabel("online env steps")
+    ax_on.set_title("online fine-tuning", fontsize=9)
+    for ax in (ax_off, ax_on):
+        ax.grid(alpha=0.3)
+    fig.suptitle((title + "\n" if title else "") + summary.get("story", ""), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, Path(out))
+    return Path(out)
