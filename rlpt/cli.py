@@ -176,6 +176,42 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- ope
+def cmd_ope_noise(args) -> int:
+    import numpy as np
+
+    import rlpt
+    from rlpt.runs import RunDir
+    from rlpt.train import Recipe, _load_dataset
+    from rlpt.utils import read_yaml, write_json
+
+    run = RunDir.open(args.run)
+    ckpt = Path(args.checkpoint) if args.checkpoint else (
+        run.path / "final" if (run.path / "final").exists() else run.latest_checkpoint())
+    if ckpt is None:
+        raise RlptError(f"{run.path} holds no checkpoint to score")
+    agent = rlpt.load(ckpt)
+    if not hasattr(agent, "ope_noise"):
+        raise RlptError(f"{ckpt}: agent '{agent.config.__class__.__name__}' has no offline policy evaluation")
+    recipe = Recipe.from_dict(read_yaml(run.config_path)["recipe"], str(run.config_path))
+    dataset = _load_dataset(recipe, data_dir(), quiet=True)
+    noise = agent.ope_noise(dataset, repeats=args.repeats)
+    scores = np.array([h[2] for h in agent.ope_history if np.isfinite(h[2])])
+    spread = float(scores.std(ddof=1)) if len(scores) > 1 else None
+    steps = sorted({h[0] for h in agent.ope_history})
+    diffs = np.concatenate([np.diff([h[2] for h in sorted(agent.ope_history) if h[1] == m])
+                            for m in {h[1] for h in agent.ope_history}] or [np.zeros(0)])
+    report = {"checkpoint": str(ckpt), "repeats": args.repeats, "noise_sd": noise["sd"],
+              "noise_sd_per_member": [float(np.std(s, ddof=1)) for s in noise["scores"]],
+              "scores": noise["scores"], "iterate_scores_sd": spread, "iterates": len(scores),
+              "scored_steps": len(steps),
+              "consecutive_change_sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+              "signal_to_noise": spread / noise["sd"] if spread and noise["sd"] > 0 else None}
+    write_json(run.path / "ope_noise.json", report)
+    _print_json({k: v for k, v in report.items() if k != "scores"})
+    return 0
+
+
 # ----------------------------------------------------------------------------- deploy
 def cmd_deploy(args) -> int:
     from rlpt.deploy import deploy
@@ -492,6 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=10_000)
     ev.add_argument("--video")
     ev.set_defaults(func=cmd_eval)
+
+    op = nouns.add_parser("ope", help="offline policy evaluation diagnostics").add_subparsers(dest="verb",
+                                                                                         required=True)
+    o = op.add_parser("noise", help="re-score a run's policies K times: the OPE's own noise beside the spread "
+                                    "of its scores across iterates (seconds to minutes)",
+                      description="Loads the run's final (or latest) checkpoint and its dataset, scores every "
+                                  "ensemble member's current policy --repeats times from fresh start states and "
+                                  "model noise, and prints the pooled noise SD next to the SD of all OPE scores "
+                                  "the run recorded and of the change between consecutive scores of a member. "
+                                  "Writes ope_noise.json into the run folder.")
+    o.add_argument("run", help="run folder of an agent with OPE (Uni-O4)")
+    o.add_argument("--repeats", type=int, default=8)
+    o.add_argument("--checkpoint", help="a checkpoint folder of the run (default: final, else latest)")
+    o.set_defaults(func=cmd_ope_noise)
 
     t = nouns.add_parser("train", help="run a recipe (agents/<agent>/<task>.yaml) into a run folder",
                          description="Runs a recipe's offline then online phases, evaluating and checkpointing "

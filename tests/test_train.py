@@ -161,3 +161,22 @@ def test_unio4_run_tells_its_offline_to_online_story(tmp_path):
     assert "online" in summary["story"] and Path(summary["story_plot"]).stat().st_size > 10_000
     assert summary["success_plot"] is None  # InvertedPendulum reports no success
     assert "eval/success_rate" not in summary["evaluations"]["offline"][-1]
+
+
+def test_ope_noise_command_reports_noise_beside_the_spread_of_iterate_scores(tmp_path, monkeypatch, capsys):
+    from rlpt.cli import main
+
+    config = {"critic_steps": 60, "dynamics_steps": 40, "bc_steps": 60, "improve_steps": 60, "batch_size": 64,
+              "q_hidden": [32, 32], "v_hidden": [32, 32], "policy_hidden": [32, 32], "ensemble_size": 2,
+              "dynamics_ensemble_size": 2, "dynamics_elites": 1, "dynamics_hidden": [32], "ope_interval": 20,
+              "ope_start_states": 16, "ope_horizon": 5}
+    path = write_recipe(tmp_path, agent="unio4", offline_steps="auto", eval_interval=1000, config=config)
+    summary = train(load_recipe(str(path)), out_root=tmp_path / "runs", quiet=True)
+    capsys.readouterr()
+    assert main(["ope", "noise", summary["run"], "--repeats", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["noise_sd"] > 0 and len(report["noise_sd_per_member"]) == 2
+    assert report["iterates"] == 8 and report["iterate_scores_sd"] > 0  # 4 scorings x 2 members
+    assert report["signal_to_noise"] == pytest.approx(report["iterate_scores_sd"] / report["noise_sd"])
+    assert json.loads((Path(summary["run"]) / "ope_noise.json").read_text())["repeats"] == 3
+    assert main(["ope", "noise", str(tmp_path)]) != 0  # not a run folder: a one-line error, no traceback
