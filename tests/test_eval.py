@@ -80,3 +80,19 @@ def test_rlpt_eval_on_a_checkpoint(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["env"] == ENV and "return" in out and video.exists()
     assert main(["eval", str(tmp_path / "ckpt"), "--episodes", "1"]) == 2  # no env known: a clear error
+
+
+def test_bootstrap_intervals_cover_the_difference_and_separate_distinct_arms():
+    from rlpt.eval.stats import bootstrap_ci, bootstrap_diff_ci, mean_std
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(10, 1, 8), rng.normal(0, 1, 8)
+    lo, hi = bootstrap_ci(a)
+    assert lo < a.mean() < hi and hi - lo < 2
+    d = bootstrap_diff_ci(a, b)
+    assert 5 < d["low"] < d["diff"] < d["high"] < 15
+    same = bootstrap_diff_ci(a, a + rng.normal(0, 0.1, 8), paired=True)
+    assert same["low"] < 0 < same["high"]  # no difference: the interval straddles 0
+    assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0])
