@@ -1,9 +1,12 @@
-"""Small shared helpers: seeding, devices, atomic file writes, YAML/JSON I/O, config keys, checkpoint folders."""
+"""Small shared helpers: seeding, devices, atomic file writes, YAML/JSON I/O, config keys, checkpoint folders and
+their manifests (SHA-256 of every file)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import random
 import tempfile
@@ -169,6 +172,72 @@ def checkpoint_folder(path: str | os.PathLike, marker: str) -> Path | None:
     return None
 
 
+MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = "rlpt-manifest"
+log = logging.getLogger("rlpt")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike, files: Sequence[str] | None = None) -> Path:
+    """Write `folder/manifest.json`: the size and SHA-256 of `files` (default: every regular file directly in
+    `folder`). Call it on a checkpoint's staging folder before it is renamed into place; `verify_manifest`
+    checks it on load."""
+    folder = Path(folder)
+    names = sorted(files) if files is not None else sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    entries = {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in names}
+    return write_json(folder / MANIFEST, {"format": _MANIFEST_FORMAT, "version": 1, "files": entries})
+
+
+def verify_manifest(folder: str | os.PathLike, required: bool = False) -> bool:
+    """Check every file that `folder/manifest.json` lists against its size and SHA-256.
+
+    Returns True when the manifest is there and every file matches, False when there is no manifest and
+    `required` is False (a checkpoint written before manifests existed; a warning is logged). Raises
+    CheckpointError naming the file, the expected and the actual value when a listed file is missing, has
+    another size or checksum, or when the manifest itself is unreadable (or missing and `required`)."""
+    folder = Path(folder)
+    mf = folder / MANIFEST
+    if not mf.exists():
+        if required:
+            raise CheckpointError(f"{folder}: {MANIFEST} is missing; this checkpoint was written with checksums "
+                                  "and cannot be verified without it")
+        log.warning("%s has no %s (written by an older rlpt?); its files cannot be verified", folder, MANIFEST)
+        return False
+    try:
+        manifest = json.loads(mf.read_bytes()[: 1 << 20])
+        files = manifest["files"] if manifest.get("format") == _MANIFEST_FORMAT else None
+        if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                and isinstance(v.get("bytes"), int) for k, v in files.items()):
+            raise ValueError(f"expected format {_MANIFEST_FORMAT!r} with a 'files' table")
+    except (ValueError, AttributeError, KeyError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{mf}: not a valid checkpoint manifest: {type(e).__name__}: {e}") from None
+    for name, entry in files.items():
+        f = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{mf}: file name {name!r} points outside the checkpoint")
+        if not f.is_file():
+            raise CheckpointError(f"{f}: listed in {MANIFEST} but missing (incomplete checkpoint)")
+        size = f.stat().st_size
+        if size != entry["bytes"]:
+            raise CheckpointError(f"{f}: {size} bytes, expected {entry['bytes']} (truncated or replaced file; "
+                                  f"{MANIFEST})")
+        digest = file_sha256(f)
+        if digest != entry["sha256"]:
+            raise CheckpointError(f"{f}: SHA-256 {digest[:16]}... differs from {entry['sha256'][:16]}... in "
+                                  f"{MANIFEST} (the file was changed or corrupted after it was written)")
+    return True
+
+
 def read_checkpoint_meta(path: str | os.PathLike, marker: str, fmt: str, version: int, kind: str,
                          command: str) -> dict[str, Any]:
     """The JSON file `marker` of a checkpoint or run folder (found by `checkpoint_folder`), plus `folder`: where
@@ -179,10 +248,14 @@ def read_checkpoint_meta(path: str | os.PathLike, marker: str, fmt: str, version
         raise CheckpointError(f"{Path(path)} is not a {kind} checkpoint: {marker} not found (write one with "
                               f"`{command} --out {Path(path)}`)")
     file = folder / marker
+    if (folder / MANIFEST).exists():
+        verify_manifest(folder)
     try:
         meta = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file} is not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != fmt or meta.get("version", 0) > version:
         raise CheckpointError(f"{file}: expected format {fmt!r} version <= {version}, got {meta.get('format')!r} "
                               f"version {meta.get('version')}")
