@@ -7,6 +7,11 @@ class RlptError(Exception):
     """Base class of every error rlpt raises on purpose. The CLI prints these without a traceback."""
 
 
+class InputLimitError(RlptError, ValueError):
+    """An input (a network frame, an HTTP body, a config or metadata file) exceeds a size, depth or count limit
+    (`rlpt.utils.read_bounded`, `rlpt.utils.load_yaml_bounded`)."""
+
+
 class ConfigError(RlptError):
     """A recipe, spec or override is malformed or names an unknown key."""
 

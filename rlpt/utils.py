@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from rlpt.errors import CheckpointError, ConfigError
+from rlpt.errors import CheckpointError, ConfigError, InputLimitError
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -89,6 +90,39 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
 def read_yaml(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+def read_bounded(read: Callable[[int], bytes], size: int | None, *, limit: int, deadline: float | None = None,
+                 set_timeout: Callable[[float], None] | None = None, what: str = "input",
+                 chunk: int = 1 << 16) -> bytes:
+    """The one bounded reader for network input (robot-server frames, HTTP bodies).
+
+    Reads exactly `size` bytes, or until EOF when `size` is None, through `read(n)` (returns at most n bytes, b""
+    at EOF: `socket.recv`, `HTTPResponse.read1`). Raises InputLimitError when `size` or the bytes read exceed
+    `limit` (before reading them), TimeoutError when `deadline` (a `time.monotonic()` instant) passes -- before
+    each read `set_timeout(remaining)` is called, so a peer that trickles bytes cannot stretch the total -- and
+    ConnectionError when EOF comes before `size` bytes.
+    """
+    if size is not None and size > limit:
+        raise InputLimitError(f"{what} of {size} bytes exceeds the {limit}-byte limit")
+    buf = bytearray()
+    while size is None or len(buf) < size:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{what}: deadline passed after {len(buf)} bytes")
+            if set_timeout is not None:
+                set_timeout(remaining)
+        want = chunk if size is None else min(size - len(buf), chunk)
+        part = read(want)
+        if not part:
+            if size is None:
+                break
+            raise ConnectionError(f"{what}: connection closed by the peer after {len(buf)} of {size} bytes")
+        buf += part
+        if len(buf) > limit:
+            raise InputLimitError(f"{what} exceeds the {limit}-byte limit")
+    return bytes(buf)
 
 
 def merge_nested(parts: Sequence[Mapping[str, Any]], depth: int) -> dict[str, Any]:
