@@ -272,8 +272,8 @@ def cmd_robot_check(args) -> int:
 
     cfg = load_robot_config(args.config)
     summary = cfg.summary()
+    driver = make_driver(cfg)  # builds without connecting: validates the driver's options (a misspelt one fails)
     if args.connect:
-        driver = make_driver(cfg)
         t0 = time.monotonic()
         driver.connect()
         try:

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rlpt.errors import CheckpointError, ConfigError, RunError
-from rlpt.utils import read_yaml, repo_root, spearman
+from rlpt.utils import load_yaml_bounded, read_yaml, repo_root, spearman
 
 
 @dataclass
@@ -94,7 +93,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
             raise ConfigError(f"override '{item}' must look like key=value")
         key, raw = item.split("=", 1)
         try:
-            set_dotted(data, key, yaml.safe_load(raw) if raw else None)
+            set_dotted(data, key, load_yaml_bounded(raw, f"override {key}") if raw else None)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     return data
