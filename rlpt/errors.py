@@ -69,6 +69,11 @@ class RewardModelError(RlptError):
         self.reason = reason
 
 
+class RewardAuthError(RlptError):
+    """A reward server refused the credentials (HTTP 401/403). Not a `RewardModelError`: reward wrappers do not
+    fall back on it, so the run stops with this message instead of training on fallback rewards."""
+
+
 class RobotError(RlptError):
     """Base class of problems with a robot, its config, its driver or its connection (`rlpt.robots`)."""
 
