@@ -308,8 +308,8 @@ def cmd_robot_check(args) -> int:
 
     cfg = load_robot_config(args.config)
     summary = cfg.summary()
+    driver = make_driver(cfg)  # builds without connecting: validates the driver's options (a misspelt one fails)
     if args.connect:
-        driver = make_driver(cfg)
         t0 = time.monotonic()
         driver.connect()
         try:
@@ -794,9 +794,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rlpt: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file that cannot be read or written: bad input, not a bug
+        if args.debug:
+            raise
+        print(f"rlpt: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("rlpt: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line without --debug, the traceback with it
+        if args.debug:
+            raise
+        print(f"rlpt: internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

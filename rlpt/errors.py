@@ -7,6 +7,11 @@ class RlptError(Exception):
     """Base class of every error rlpt raises on purpose. The CLI prints these without a traceback."""
 
 
+class InputLimitError(RlptError, ValueError):
+    """An input (a network frame, an HTTP body, a config or metadata file) exceeds a size, depth or count limit
+    (`rlpt.utils.read_bounded`, `rlpt.utils.load_yaml_bounded`)."""
+
+
 class ConfigError(RlptError):
     """A recipe, spec or override is malformed or names an unknown key."""
 
@@ -62,6 +67,11 @@ class RewardModelError(RlptError):
     def __init__(self, message: str, reason: str = "exception") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class RewardAuthError(RlptError):
+    """A reward server refused the credentials (HTTP 401/403). Not a `RewardModelError`: reward wrappers do not
+    fall back on it, so the run stops with this message instead of training on fallback rewards."""
 
 
 class RobotError(RlptError):

@@ -23,7 +23,6 @@ observations. An agent class can take over by defining `policy_module() -> nn.Mo
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import json
 import logging
@@ -42,6 +41,7 @@ from torch import nn
 from rlpt.agents.base import Agent, read_agent_meta
 from rlpt.agents.common import from_unit
 from rlpt.errors import CheckpointError, ConfigError, RlptError
+from rlpt.utils import file_sha256
 
 FORMATS = {"onnx": "policy.onnx", "torchscript": "policy.pt"}  # format -> model file name
 INPUT_NAME, OUTPUT_NAME = "obs", "action"
@@ -333,13 +333,7 @@ def _keep_global_rng() -> Iterator[None]:
         torch.set_rng_state(states[2])
 
 
-def sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = file_sha256  # kept under its old name
 
 
 def export_policy(run_or_checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None,

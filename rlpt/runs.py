@@ -162,6 +162,14 @@ class RunDir:
         steps = sorted(self.checkpoints.glob("step_*"), key=lambda p: p.name)
         return steps[-1] if steps else None
 
+    def checkpoints_newest_first(self) -> list[Path]:
+        """Every step checkpoint, the one `latest` names first, then the others from the highest step down (the
+        order `--resume` tries them in when the newest is damaged)."""
+        steps = sorted((p for p in self.checkpoints.glob("step_*") if p.is_dir()), key=lambda p: p.name,
+                       reverse=True)
+        latest = self.latest_checkpoint()
+        return ([latest] if latest is not None else []) + [p for p in steps if p != latest]
+
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:09d}"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from rlpt.errors import ConfigError, RunError
-from rlpt.utils import read_yaml, repo_root, spearman
+from rlpt.errors import CheckpointError, ConfigError, RunError
+from rlpt.utils import load_yaml_bounded, read_yaml, repo_root, spearman
 
 
 @dataclass
@@ -93,7 +93,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> d
             raise ConfigError(f"override '{item}' must look like key=value")
         key, raw = item.split("=", 1)
         try:
-            set_dotted(data, key, yaml.safe_load(raw) if raw else None)
+            set_dotted(data, key, load_yaml_bounded(raw, f"override {key}") if raw else None)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
     return data
@@ -144,6 +144,26 @@ def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
     return load_d4rl(path)
 
 
+def load_checkpoint_for_resume(run: Any) -> tuple[Path | None, Any]:
+    """The newest checkpoint of the run folder `run` (a `RunDir`) that loads, and its agent; (None, None) when
+    the run holds none. A damaged checkpoint (`CheckpointError`: truncated or changed file, NaN weights) is
+    reported on stderr and the previous one is tried; raises CheckpointError when none is intact."""
+    from rlpt.agents.base import Agent
+
+    candidates = run.checkpoints_newest_first()
+    damaged = []
+    for ckpt in candidates:
+        try:
+            return ckpt, Agent.load(ckpt)
+        except CheckpointError as e:
+            damaged.append(f"{ckpt.name}: {e}")
+            print(f"rlpt: warning: checkpoint {ckpt.name} is damaged and is skipped: {e}", file=sys.stderr)
+    if damaged:
+        raise CheckpointError(f"{run.path}: no intact checkpoint to resume from; every one is damaged:\n  "
+                              + "\n  ".join(damaged))
+    return None, None
+
+
 def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Path("data"),
           resume: str | Path | None = None, quiet: bool | None = None,
           on_eval: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -152,7 +172,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     import torch
 
     import rlpt.agents  # noqa: F401  (registers agents)
-    from rlpt.agents.base import AGENT_REGISTRY, Agent
+    from rlpt.agents.base import AGENT_REGISTRY
     from rlpt.envs import make_env
     from rlpt.eval import evaluate, plot_learning_curve
     from rlpt.runs import MetricsLogger, RunDir, progress
@@ -202,9 +222,8 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         ref_scores = (float(recipe.ref_scores[0]), float(recipe.ref_scores[1]))
 
     agent_cls = AGENT_REGISTRY[recipe.agent]
-    ckpt = run.latest_checkpoint() if resume is not None else None
+    ckpt, agent = load_checkpoint_for_resume(run) if resume is not None else (None, None)
     if ckpt is not None:
-        agent = Agent.load(ckpt)
         print(f"resumed {run.path} from {ckpt.name} (offline step {agent.step}, online step {agent.online_steps})")
     else:
         if resume is not None:

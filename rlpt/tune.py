@@ -155,10 +155,7 @@ def load_space(path: str | os.PathLike, recipe_data: dict[str, Any] | None = Non
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"search space {p} not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    data = read_yaml(p)
     return parse_space(data, str(p), recipe_data)
 
 

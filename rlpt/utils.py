@@ -1,12 +1,16 @@
-"""Small shared helpers: seeding, devices, atomic file writes, YAML/JSON I/O, config keys, checkpoint folders."""
+"""Small shared helpers: seeding, devices, atomic file writes, YAML/JSON I/O, config keys, checkpoint folders and
+their manifests (SHA-256 of every file)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import random
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from rlpt.errors import CheckpointError, ConfigError
+from rlpt.errors import CheckpointError, ConfigError, InputLimitError
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -83,9 +87,144 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, yaml.safe_dump(to_jsonable(obj), sort_keys=False))
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return yaml.safe_load(f)
+MAX_CONFIG_BYTES = 4 * 2**20  # a config or metadata file; real ones are a few KiB
+MAX_CONFIG_NODES = 200_000  # scalars + collections once aliases are expanded
+MAX_CONFIG_DEPTH = 64
+
+
+def _text_of(data: str | bytes, where: str, error: type[Exception], max_bytes: int) -> str:
+    if len(data) > max_bytes:
+        raise error(f"{where}: {len(data)} bytes; expected a config of at most {max_bytes} bytes")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise error(f"{where}: expected UTF-8 text; got binary data (byte {e.start} is "
+                        f"0x{data[e.start]:02x})") from None
+    if "\x00" in data:
+        raise error(f"{where}: expected text; got a NUL byte at offset {data.index(chr(0))} (a binary file?)")
+    return data
+
+
+def _check_tree(node: Any, children: Callable[[Any], list], where: str, error: type[Exception], max_nodes: int,
+                max_depth: int) -> None:
+    """Count the nodes of a tree as it would be once built (shared subtrees -- YAML aliases -- counted every time
+    they appear, memoised so the count itself stays cheap); raise `error` past `max_nodes`/`max_depth`/cycles."""
+    memo: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
+    active: set[int] = set()
+
+    def visit(n: Any, depth: int) -> tuple[int, int]:
+        key = id(n)
+        if key in active:
+            raise error(f"{where}: a recursive alias (a node that contains itself)")
+        if key not in memo:
+            active.add(key)
+            total, height = 1, 0
+            for c in children(n):
+                size, h = visit(c, depth + 1)
+                total, height = total + size, max(height, h + 1)
+                if total > max_nodes:
+                    raise error(f"{where}: more than {max_nodes} values once aliases are expanded (an alias bomb?)")
+            active.discard(key)
+            memo[key] = total, height
+        if depth + memo[key][1] > max_depth:
+            raise error(f"{where}: nested deeper than {max_depth} levels")
+        return memo[key]
+
+    visit(node, 0)
+
+
+def load_yaml_bounded(data: str | bytes, where: str, error: type[Exception] = ConfigError, *,
+                      max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX_CONFIG_NODES,
+                      max_depth: int = MAX_CONFIG_DEPTH) -> Any:
+    """The one YAML loader for configs, recipes, specs and metadata: `yaml.SafeLoader`, bounded.
+
+    The size (`max_bytes`), text-ness (UTF-8, no NUL) and the node graph (at most `max_nodes` values once
+    aliases are expanded, `max_depth` levels, no recursive aliases) are checked *before* any Python object is
+    built, so an alias bomb fails in milliseconds. Every failure raises `error` (a ConfigError subclass by
+    default) naming `where` -- one line, no traceback.
+    """
+    text = _text_of(data, where, error, max_bytes)
+    loader = yaml.SafeLoader(text)
+    try:
+        depth = 0  # the event parser is iterative: too deep a nesting fails here, before the recursive composer
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > max_depth:
+                    raise error(f"{where}: nested deeper than {max_depth} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_tree(node, lambda n: [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode)
+                    else list(n.value) if isinstance(n, yaml.SequenceNode) else [], where, error, max_nodes,
+                    max_depth)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise error(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise error(f"{where}: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise error(f"{where}: unreadable value: {e}") from None
+    finally:
+        loader.dispose()
+
+
+def load_json_bounded(data: str | bytes, where: str, error: type[Exception] = ConfigError, *,
+                      max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX_CONFIG_NODES,
+                      max_depth: int = MAX_CONFIG_DEPTH) -> Any:
+    """`json.loads` with the same bounds as `load_yaml_bounded` (size, text, depth, value count); any failure
+    raises `error` naming `where`."""
+    text = _text_of(data, where, error, max_bytes)
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise error(f"{where}: nested too deeply") from None
+    except ValueError as e:
+        raise error(f"{where}: not valid JSON: {e}") from None
+    _check_tree(obj, lambda o: list(o.values()) if isinstance(o, dict) else o if isinstance(o, list) else [],
+                where, error, max_nodes, max_depth)
+    return obj
+
+
+def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError) -> Any:
+    """Read a YAML file through `load_yaml_bounded`."""
+    return load_yaml_bounded(Path(path).read_bytes(), str(path), error)
+
+
+def read_bounded(read: Callable[[int], bytes], size: int | None, *, limit: int, deadline: float | None = None,
+                 set_timeout: Callable[[float], None] | None = None, what: str = "input",
+                 chunk: int = 1 << 16) -> bytes:
+    """The one bounded reader for network input (robot-server frames, HTTP bodies).
+
+    Reads exactly `size` bytes, or until EOF when `size` is None, through `read(n)` (returns at most n bytes, b""
+    at EOF: `socket.recv`, `HTTPResponse.read1`). Raises InputLimitError when `size` or the bytes read exceed
+    `limit` (before reading them), TimeoutError when `deadline` (a `time.monotonic()` instant) passes -- before
+    each read `set_timeout(remaining)` is called, so a peer that trickles bytes cannot stretch the total -- and
+    ConnectionError when EOF comes before `size` bytes.
+    """
+    if size is not None and size > limit:
+        raise InputLimitError(f"{what} of {size} bytes exceeds the {limit}-byte limit")
+    buf = bytearray()
+    while size is None or len(buf) < size:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{what}: deadline passed after {len(buf)} bytes")
+            if set_timeout is not None:
+                set_timeout(remaining)
+        want = chunk if size is None else min(size - len(buf), chunk)
+        part = read(want)
+        if not part:
+            if size is None:
+                break
+            raise ConnectionError(f"{what}: connection closed by the peer after {len(buf)} of {size} bytes")
+        buf += part
+        if len(buf) > limit:
+            raise InputLimitError(f"{what} exceeds the {limit}-byte limit")
+    return bytes(buf)
 
 
 def merge_nested(parts: Sequence[Mapping[str, Any]], depth: int) -> dict[str, Any]:
@@ -169,6 +308,72 @@ def checkpoint_folder(path: str | os.PathLike, marker: str) -> Path | None:
     return None
 
 
+MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = "rlpt-manifest"
+log = logging.getLogger("rlpt")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike, files: Sequence[str] | None = None) -> Path:
+    """Write `folder/manifest.json`: the size and SHA-256 of `files` (default: every regular file directly in
+    `folder`). Call it on a checkpoint's staging folder before it is renamed into place; `verify_manifest`
+    checks it on load."""
+    folder = Path(folder)
+    names = sorted(files) if files is not None else sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    entries = {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in names}
+    return write_json(folder / MANIFEST, {"format": _MANIFEST_FORMAT, "version": 1, "files": entries})
+
+
+def verify_manifest(folder: str | os.PathLike, required: bool = False) -> bool:
+    """Check every file that `folder/manifest.json` lists against its size and SHA-256.
+
+    Returns True when the manifest is there and every file matches, False when there is no manifest and
+    `required` is False (a checkpoint written before manifests existed; a warning is logged). Raises
+    CheckpointError naming the file, the expected and the actual value when a listed file is missing, has
+    another size or checksum, or when the manifest itself is unreadable (or missing and `required`)."""
+    folder = Path(folder)
+    mf = folder / MANIFEST
+    if not mf.exists():
+        if required:
+            raise CheckpointError(f"{folder}: {MANIFEST} is missing; this checkpoint was written with checksums "
+                                  "and cannot be verified without it")
+        log.warning("%s has no %s (written by an older rlpt?); its files cannot be verified", folder, MANIFEST)
+        return False
+    try:
+        manifest = json.loads(mf.read_bytes()[: 1 << 20])
+        files = manifest["files"] if manifest.get("format") == _MANIFEST_FORMAT else None
+        if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                and isinstance(v.get("bytes"), int) for k, v in files.items()):
+            raise ValueError(f"expected format {_MANIFEST_FORMAT!r} with a 'files' table")
+    except (ValueError, AttributeError, KeyError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{mf}: not a valid checkpoint manifest: {type(e).__name__}: {e}") from None
+    for name, entry in files.items():
+        f = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{mf}: file name {name!r} points outside the checkpoint")
+        if not f.is_file():
+            raise CheckpointError(f"{f}: listed in {MANIFEST} but missing (incomplete checkpoint)")
+        size = f.stat().st_size
+        if size != entry["bytes"]:
+            raise CheckpointError(f"{f}: {size} bytes, expected {entry['bytes']} (truncated or replaced file; "
+                                  f"{MANIFEST})")
+        digest = file_sha256(f)
+        if digest != entry["sha256"]:
+            raise CheckpointError(f"{f}: SHA-256 {digest[:16]}... differs from {entry['sha256'][:16]}... in "
+                                  f"{MANIFEST} (the file was changed or corrupted after it was written)")
+    return True
+
+
 def read_checkpoint_meta(path: str | os.PathLike, marker: str, fmt: str, version: int, kind: str,
                          command: str) -> dict[str, Any]:
     """The JSON file `marker` of a checkpoint or run folder (found by `checkpoint_folder`), plus `folder`: where
@@ -179,10 +384,14 @@ def read_checkpoint_meta(path: str | os.PathLike, marker: str, fmt: str, version
         raise CheckpointError(f"{Path(path)} is not a {kind} checkpoint: {marker} not found (write one with "
                               f"`{command} --out {Path(path)}`)")
     file = folder / marker
+    if (folder / MANIFEST).exists():
+        verify_manifest(folder)
     try:
         meta = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file} is not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != fmt or meta.get("version", 0) > version:
         raise CheckpointError(f"{file}: expected format {fmt!r} version <= {version}, got {meta.get('format')!r} "
                               f"version {meta.get('version')}")

@@ -85,3 +85,23 @@ def test_data_convert_round_trip(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(a.observations, b.observations)
     np.testing.assert_array_equal(a.actions, b.actions)
     np.testing.assert_array_equal(a.terminals, b.terminals)
+
+
+def test_cli_never_prints_a_traceback_without_debug(tmp_path, capsys, monkeypatch):
+    import rlpt.cli
+
+    d = tmp_path / "a_folder.yaml"
+    d.mkdir()
+    assert main(["env", "check", str(d)]) == 2  # a folder where a file is expected: OSError, one line
+    err = capsys.readouterr().err
+    assert err.startswith("rlpt: error:") and "Traceback" not in err
+
+    def boom(args):
+        raise ValueError("an unexpected bug")
+
+    monkeypatch.setattr(rlpt.cli, "cmd_robot_check", boom)
+    assert main(["robot", "check", "whatever.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: an unexpected bug" in err and "--debug" in err and "Traceback" not in err
+    with pytest.raises(ValueError):
+        main(["--debug", "robot", "check", "whatever.yaml"])

@@ -143,3 +143,120 @@ def test_merge_nested_unites_parallel_benchmark_parts():
     # shallower depth: a later part's whole entry wins
     assert merge_nested([seed0_a, seed0_b], depth=1) == seed0_b
     assert seed0_a == {"hopper": {"0": {"unio4": 1.0}}}  # inputs untouched
+
+
+# ------------------------------------------------------------------------------------------ damaged checkpoints
+def _tiny_checkpoint(path, step=7):
+    obs_space, act_space = gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,))
+    agent = _TinyConfig(seed=3).create(obs_space, act_space, device="cpu")
+    agent.net(torch.ones(4, 3)).pow(2).mean().backward()
+    agent.opt.step()
+    agent.step = step
+    return agent.save(path)
+
+
+def _truncate(f):
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _flip(f, at=None):
+    b = bytearray(f.read_bytes())
+    i = len(b) - 5 if at is None else at
+    b[i] ^= 0x01
+    f.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("damage", [
+    ("model.safetensors", _truncate), ("model.safetensors", lambda f: f.write_bytes(b"")),
+    ("training_state.pt", _truncate), ("agent.json", lambda f: f.write_text("{not json")),
+    ("agent.json", lambda f: f.write_text('["a list"]')), ("model.safetensors", _flip),
+    ("training_state.pt", _flip), ("manifest.json", lambda f: f.write_text("garbage")),
+    ("manifest.json", lambda f: f.unlink()),
+])
+def test_damaged_checkpoint_is_a_checkpoint_error(tmp_path, damage):
+    name, how = damage
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    how(ck / name)
+    with pytest.raises(CheckpointError) as e:
+        load(ck, device="cpu")
+    assert str(ck) in str(e.value)
+
+
+def test_flipped_weight_bytes_are_caught_by_the_manifest_even_without_a_format_error(tmp_path):
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    f = ck / "model.safetensors"
+    _flip(f)  # the last bytes are float data: safetensors itself loads this file happily
+    from safetensors.torch import load_file
+
+    load_file(str(f))
+    with pytest.raises(CheckpointError, match=r"model.safetensors.*SHA-256"):
+        load(ck, device="cpu")
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from rlpt.utils import write_manifest
+
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    tensors = load_file(str(ck / "model.safetensors"))
+    key = sorted(tensors)[0]
+    tensors[key][0] = float("nan")
+    save_file(tensors, str(ck / "model.safetensors"))
+    write_manifest(ck)  # a consistent checkpoint that holds NaN weights
+    with pytest.raises(CheckpointError, match=f"{key}.*NaN"):
+        load(ck, device="cpu")
+
+
+def test_manifest_lists_every_file_with_its_checksum(tmp_path):
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    manifest = json.loads((ck / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"agent.json", "model.safetensors", "training_state.pt"}
+    for name, entry in manifest["files"].items():
+        assert entry["bytes"] == (ck / name).stat().st_size and len(entry["sha256"]) == 64
+
+
+def test_resume_falls_back_to_the_previous_intact_checkpoint(tmp_path, capsys):
+    from rlpt.train import load_checkpoint_for_resume
+
+    run = RunDir.create(tmp_path, "recipe", "env", 0)
+    for step in (100, 200, 300):
+        run.mark_latest(_tiny_checkpoint(run.checkpoint_dir(step), step=step))
+    _truncate(run.checkpoint_dir(300) / "model.safetensors")
+    _flip(run.checkpoint_dir(200) / "training_state.pt")
+    ckpt, agent = load_checkpoint_for_resume(run)
+    assert ckpt == run.checkpoint_dir(100) and agent.step == 100
+    err = capsys.readouterr().err
+    assert "step_000000300" in err and "step_000000200" in err
+    _truncate(run.checkpoint_dir(100) / "agent.json")
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        load_checkpoint_for_resume(run)
+
+
+def test_cli_prints_a_damaged_checkpoint_as_one_error_line(tmp_path, capsys):
+    from rlpt.cli import main
+
+    ck = _tiny_checkpoint(tmp_path / "ck")
+    _truncate(ck / "model.safetensors")
+    assert main(["eval", str(ck), "--env", "Pendulum-v1", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlpt: error:") and "model.safetensors" in err and "Traceback" not in err
+
+
+def test_pretraining_checkpoint_has_a_manifest_and_a_damaged_state_is_a_checkpoint_error(tmp_path):
+    from rlpt.pretrain.common import load_training_state, save_training_checkpoint
+
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(net.parameters())
+    folder = tmp_path / "step_000000010"
+    save_training_checkpoint(folder, lambda tmp: (tmp / "w.json").write_text("{}"), opt, 10,
+                             np.random.default_rng(0))
+    assert set(json.loads((folder / "manifest.json").read_text())["files"]) == {"w.json", "training_state.pt"}
+    assert load_training_state(folder, opt, np.random.default_rng(1), torch.device("cpu")) == 10
+    _flip(folder / "training_state.pt")
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_training_state(folder, opt, np.random.default_rng(1), torch.device("cpu"))
+    (folder / "manifest.json").unlink()  # an older checkpoint without a manifest: still no raw traceback
+    _truncate(folder / "training_state.pt")
+    with pytest.raises(CheckpointError, match="unreadable training state"):
+        load_training_state(folder, opt, np.random.default_rng(1), torch.device("cpu"))

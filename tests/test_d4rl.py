@@ -494,3 +494,81 @@ def test_dataset_normalized_score_uses_metadata():
     assert "/data/hopper_rlpt.hdf5" in str(e.value) and "ref_min_score" in str(e.value)
     d4rl_named = Dataset(**arrays, metadata={"env_id": "hopper-medium-v2"})
     assert dataset_normalized_score(d4rl_named, -20.272305) == pytest.approx(0.0, abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+def test_zero_row_file_is_refused(tmp_path):
+    arrays = {k: v[:0] for k, v in _valid_arrays().items()}
+    path = write_plain_h5(tmp_path / "empty.hdf5", arrays)
+    with pytest.raises(DatasetShapeError, match="0 rows; expected at least one step") as e:
+        load_d4rl(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["observations", "rewards", "infos/qpos"])
+def test_huge_declared_array_is_refused_before_reading(tmp_path, key):
+    import time
+
+    path = tmp_path / "huge.hdf5"
+    arrays = _valid_arrays()
+    with h5py.File(path, "w") as f:
+        for k, arr in arrays.items():
+            if k != key:
+                f.create_dataset(k, data=arr)
+        n = 10**12 if key == "rewards" else len(arrays["rewards"])
+        shape = (n,) if key == "rewards" else (n, 10**9)  # declared, never written: chunked and unallocated
+        f.create_dataset(key, shape=shape, dtype=np.float32, chunks=(1,) + shape[1:2] if len(shape) == 1
+                         else (1, 1024), compression="gzip")
+    t0 = time.monotonic()
+    with pytest.raises(DatasetShapeError, match=f"key '{key}' declares shape") as e:
+        load_d4rl(path)
+    assert str(path) in str(e.value) and "GiB" in str(e.value) and time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("{not json", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"a": ' * 100 + "1" + "}" * 100, "nested deeper than 64"),
+])
+def test_bad_json_metadata_is_a_dataset_value_error(tmp_path, text, expected):
+    path = write_plain_h5(tmp_path / "meta.hdf5", _valid_arrays())
+    with h5py.File(path, "a") as f:
+        d = f.create_dataset("metadata/config", data=text)
+        d.attrs["rlpt_json"] = True
+    with pytest.raises(DatasetValueError, match=expected) as e:
+        load_d4rl(path)
+    assert "metadata/config" in str(e.value) and str(path) in str(e.value)
+
+
+def test_cli_data_info_prints_one_line_for_hostile_files(tmp_path, capsys):
+    from rlpt.cli import main
+
+    arrays = {k: v[:0] for k, v in _valid_arrays().items()}
+    path = write_plain_h5(tmp_path / "empty.hdf5", arrays)
+    assert main(["data", "info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlpt: error:") and "0 rows" in err and "Traceback" not in err
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(meta=st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=5),
+                         lambda k: st.lists(k, max_size=3) | st.dictionaries(st.text(max_size=4), k, max_size=3),
+                         max_leaves=10),
+       garble=st.integers(0, 40))
+def test_property_metadata_json_round_trips_or_fails_cleanly(tmp_path, meta, garble):
+    import json
+
+    path = write_plain_h5(tmp_path / "p.hdf5", _valid_arrays())
+    text = json.dumps({"x": meta})
+    text = text[:len(text) - garble] if garble < len(text) else text
+    with h5py.File(path, "a") as f:
+        if "metadata/x" in f:
+            del f["metadata/x"]
+        d = f.create_dataset("metadata/x", data=text)
+        d.attrs["rlpt_json"] = True
+    try:
+        ds = load_d4rl(path)
+    except DatasetValueError as e:
+        assert "metadata/x" in str(e)
+    else:
+        assert ds.metadata["x"] == json.loads(text)

@@ -297,3 +297,48 @@ def test_convert_d4rl_to_minari_and_back(tmp_path, minari_root):
     np.testing.assert_array_equal(load_minari(folder).observations, original.observations)
     with pytest.raises(DatasetValueError, match="already exists"):
         convert(folder, tmp_path / "back.hdf5")
+
+
+# ------------------------------------------------------------------------------------------------ hostile input
+def _tiny_d4rl(tmp_path):
+    from rlpt.data import save_d4rl
+
+    n = 6
+    t = np.zeros(n, bool)
+    t[-1] = True
+    ds = Dataset(np.arange(n * 3, dtype=np.float32).reshape(n, 3), np.zeros((n, 2), np.float32),
+                 np.ones(n, np.float32), t, np.zeros(n, bool))
+    return save_d4rl(ds, tmp_path / "tiny.hdf5")
+
+
+def test_convert_to_a_relative_folder(tmp_path, monkeypatch, capsys):
+    from rlpt.cli import main
+
+    src = _tiny_d4rl(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "convert", str(src), "./relative/tiny-v0"]) == 0
+    out = tmp_path / "relative" / "tiny-v0"
+    assert (out / "data" / "metadata.json").is_file() and len(load_minari(out)) == 6
+    assert main(["data", "convert", str(src), "relative2/tiny-v0"]) == 0  # an id: under MINARI_DATASETS_PATH
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("dst", ["tinyname", "ns/tinyname"])
+def test_minari_id_without_a_version_is_a_clear_error(tmp_path, capsys, dst):
+    from rlpt.cli import main
+
+    src = _tiny_d4rl(tmp_path)
+    with pytest.raises(DatasetValueError, match=r"name-v<N>.*-v0"):
+        convert(src, dst)
+    assert main(["data", "convert", str(src), dst]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlpt: error:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000, "[1, 2]"])
+def test_garbage_minari_metadata_is_a_dataset_value_error(tmp_path, text):
+    src = _tiny_d4rl(tmp_path)
+    out = convert(src, tmp_path / "ds" / "tiny-v0")
+    (out / "data" / "metadata.json").write_text(text)
+    with pytest.raises(DatasetValueError, match="metadata.json"):
+        load_minari(out)

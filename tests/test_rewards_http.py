@@ -362,3 +362,183 @@ def test_unwritable_cache_does_not_fail_the_call(server, tmp_path, caplog):
     blocker.write_text("")
     assert client(server, cache_dir=blocker).chat("q") == "yes"
     assert "cannot write the response cache" in caplog.text
+
+
+# ---------------------------------------------------------------------- adversarial servers
+class RawServer:
+    """A TCP server on 127.0.0.1 whose every connection is handed to `handle(conn)` in a daemon thread; it
+    stops by itself when the test closes it (and each handler gives up within a few seconds)."""
+
+    def __init__(self, handle) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.handle, self.stopped, self.connections = handle, threading.Event(), 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn) -> None:
+        try:
+            conn.settimeout(5.0)
+            _read_request(conn)
+            self.handle(conn, self.stopped)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+def _read_request(conn) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    n = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+             0)
+    while len(body) < n:
+        body += conn.recv(65536)
+    return head
+
+
+@pytest.fixture
+def raw():
+    servers = []
+
+    def make(handle):
+        servers.append(RawServer(handle))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _trickle_body(conn, stopped):
+    body = json.dumps(completion("yes")).encode()
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    for i in range(len(body)):  # one byte every 50 ms: every read is quick, the whole is ~8 s
+        if stopped.is_set():
+            return
+        conn.sendall(body[i:i + 1])
+        time.sleep(0.05)
+
+
+def _trickle_headers(conn, stopped):
+    for b in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 400:
+        if stopped.is_set():
+            return
+        conn.sendall(bytes([b]))
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("handler", [_trickle_body, _trickle_headers], ids=["body", "headers"])
+def test_timeout_is_a_total_deadline_per_attempt(raw, handler):
+    srv = raw(handler)
+    c = OpenAIChatClient(srv.url, "m", timeout=0.5, max_retries=1, backoff=0.01)
+    t0 = time.monotonic()
+    with pytest.raises(RewardModelError, match="no answer within 0.5 s") as exc:
+        c.chat("q")
+    assert exc.value.reason == "timeout" and time.monotonic() - t0 < 2.0  # 2 attempts x 0.5 s, not minutes
+    assert c.stats()["failures_timeout"] == 1 and c.stats()["requests"] == 2
+
+
+def _huge(declare_length: bool):
+    def handle(conn, stopped):
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        head += b"Content-Length: 200000000\r\n" if declare_length else b"Connection: close\r\n"
+        conn.sendall(head + b"\r\n")
+        chunk = b'{"pad": "' + b"x" * 65536
+        for _ in range(3000):  # up to ~200 MB, unless the client hangs up first
+            if stopped.is_set():
+                return
+            conn.sendall(chunk)
+    return handle
+
+
+@pytest.mark.parametrize("declare", [True, False], ids=["content-length", "streamed"])
+def test_response_size_is_capped(raw, declare):
+    srv = raw(_huge(declare))
+    c = OpenAIChatClient(srv.url, "m", timeout=5.0, max_retries=0, max_response_bytes=1 << 20)
+    t0 = time.monotonic()
+    with pytest.raises(RewardModelError, match="max_response_bytes") as exc:
+        c.chat("q")
+    assert exc.value.reason == "too_large" and time.monotonic() - t0 < 2.0
+    assert c.stats()["failures_too_large"] == 1
+
+
+def test_refusals_and_malformed_answers_are_not_cached(server, tmp_path):
+    c = client(server, cache_dir=tmp_path / "cache")
+    model = VLMSuccessReward(c)
+    server.reply(ok("I'm sorry, I cannot help with that."))
+    out = model(query())
+    assert not out.valid[0] and out.reasons == ["refusal"]
+    server.reply(ok("the image shows a robot"))
+    assert model(query()).reasons == ["malformed"]
+    assert not list((tmp_path / "cache").glob("*.json"))  # nothing bad was cached
+    server.reply(ok("yes"))
+    out = model(query())
+    assert out.valid[0] and out.success[0] and len(server.requests) == 3
+    assert model(query()).success[0] and len(server.requests) == 3  # the good answer is cached
+    s = c.stats()
+    assert s["failures_refusal"] == 1 and s["failures_malformed"] == 1 and s["cache_hits"] == 1
+
+
+def test_cached_bad_answer_from_an_older_version_is_asked_again(server, tmp_path):
+    c = client(server, cache_dir=tmp_path / "cache")
+    server.reply(ok("I cannot"))
+    c.chat("q")  # no accept check: cached, as before
+    server.reply(ok("no"))
+    assert c.chat("q", accept=lambda t: parse_yes_no(t)[0] is not None) == "no" and len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_stop_the_run_instead_of_falling_back(server, monkeypatch, status):
+    from rlpt.errors import RewardAuthError
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server.reply(Reply({"error": f"invalid key {KEY}"}, status=status))
+    c = client(server, max_retries=3)
+    with pytest.raises(RewardAuthError, match=f"HTTP {status}.*OPENAI_API_KEY is set") as exc:
+        c.chat("q")
+    assert KEY not in str(exc.value) and len(server.requests) == 1 and c.stats()["failures_auth"] == 1
+    env = RewardWrapper(TinyImageEnv(), VLMSuccessReward(c), instruction="push the button", fallback="env")
+    env.reset()
+    with pytest.raises(RewardAuthError):  # not swallowed into a fallback reward
+        env.step(0)
+
+
+def test_wrong_key_fails_at_start_up(raw, monkeypatch, capsys):
+    from rlpt.errors import RewardAuthError
+    from rlpt.rewards.factory import build_reward_model
+
+    def handle(conn, stopped):
+        body = b'{"error": "invalid api key"}'
+        conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    srv = raw(handle)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(RewardAuthError, match="401.*OPENAI_API_KEY is not set"):
+        build_reward_model({"type": "http_vlm", "base_url": srv.url, "model": "m"})
+    assert srv.connections == 1  # one GET /models, no chat request
+
+
+def test_start_up_check_tolerates_servers_without_a_models_endpoint(server):
+    from rlpt.rewards.factory import build_reward_model
+
+    model = build_reward_model({"type": "http_vlm", "base_url": server.url, "model": "m", "timeout": 2.0})
+    assert isinstance(model, VLMSuccessReward) and not server.requests  # the 501 on GET is not an auth failure

@@ -66,7 +66,7 @@ def test_sim_camera_matches_tabletop():
     (lambda d: d.update(control_mode="torque"), "control_mode", "one of ['joint_pos', 'joint_vel', 'ee_delta']"),
     (lambda d: d.update(contrl_rate_hz=5), "contrl_rate_hz", "did you mean 'control_rate_hz'"),
     (lambda d: d.pop("control_rate_hz"), "control_rate_hz", "required key is missing"),
-    (lambda d: d.update(control_rate_hz=-1), "control_rate_hz", "a number > 0"),
+    (lambda d: d.update(control_rate_hz=-1), "control_rate_hz", "a number in (0, 2000]"),
     (lambda d: d["joints"][1].update(lower=3.0), "joints[1]", "lower < upper"),
     (lambda d: d["joints"][0].update(max_velocity="fast"), "joints[0].max_velocity", "a finite number"),
     (lambda d: d["ee"]["workspace"].update(lower=[0.1, 0.2]), "ee.workspace.lower", "a list of 3 numbers"),
@@ -173,3 +173,92 @@ def test_cli_robot_check_connect(capsys):
     assert main(["robot", "check", str(p), "--connect"]) == 0
     out = capsys.readouterr().out
     assert '"connect"' in out and '"task_state"' in out and "read one observation" in out
+
+
+# ------------------------------------------------------------------------------------------ hostile files
+_BOMB = "".join(f"{c}: &{c} [" + ", ".join([f"*{p}"] * 9 if p else ["x"] * 9) + "]\n"
+                for p, c in zip(["", "a", "b", "c", "d", "e", "f", "g"], "abcdefgh", strict=True))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (_BOMB.encode(), "alias bomb"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
+    (b"type: sim\x00\ncontrol_mode: ee_delta\n", "NUL byte"),
+    (b"type: x\ncontrol_rate_hz: 1" + b"0" * 5000 + b"\n", "unreadable value"),
+    (b"a: " + b"[" * 5000 + b"]" * 5000, "nested deeper"),
+    (b"a: &a [*a]\n", "recursive alias"),
+    (b"type: x\n" + b"# padding\n" * 500_000, "bytes; expected a config of at most"),
+])
+def test_hostile_yaml_files_fail_fast_with_one_line(tmp_path, capsys, content, expected):
+    import time
+
+    p = tmp_path / "robot.yaml"
+    p.write_bytes(content)
+    t0 = time.monotonic()
+    with pytest.raises(RobotConfigError, match=expected) as e:
+        load_robot_config(p)
+    assert time.monotonic() - t0 < 2.0 and str(p) in str(e.value) and "\n" not in str(e.value)
+    assert main(["robot", "check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlpt: error:") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mutate, key, expected", [
+    (lambda d: d.update(control_rate_hz=1e9), "control_rate_hz", "a number in (0, 2000]"),
+    (lambda d: d.update(control_rate_hz=10**400), "control_rate_hz", "a finite number"),
+    (lambda d: d.update(max_episode_steps=80.5), "max_episode_steps", "an integer in [1, 10000000]"),
+    (lambda d: d.update(max_episode_steps=True), "max_episode_steps", "an integer"),
+    (lambda d: d["ee"]["workspace"].update(upper=[10**400, 0.2, 0.3]), "ee.workspace.upper", "3 finite numbers"),
+    (lambda d: d["ee"]["workspace"].update(upper=[0.5, 0.2, 300.0]), "ee.workspace.upper", "within +-10"),
+    (lambda d: d["ee"].update(max_linear_velocity=500.0), "ee.max_linear_velocity", "(0, 10]"),
+    (lambda d: d["safety"].update(watchdog_timeout_s=600), "safety.watchdog_timeout_s", "(0, 60]"),
+    (lambda d: d["cameras"]["front"].update(width=10**6), "cameras.front.width", "(0, 8192]"),
+    (lambda d: d["cameras"]["front"].update(fps=1e6), "cameras.front.fps", "(0, 1000]"),
+    (lambda d: d["policy"]["action"].update(scale=[10**400, 1, 1, 1]), "policy.action.scale", "finite numbers"),
+])
+def test_implausible_values_are_refused_naming_the_key(tmp_path, mutate, key, expected):
+    d = base()
+    mutate(d)
+    p = write(tmp_path, d)
+    with pytest.raises(RobotConfigError) as e:
+        load_robot_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and key in msg and expected in msg, msg
+    assert len(msg) < 400
+
+
+def test_misspelt_driver_option_fails_robot_check_without_connecting(tmp_path, capsys):
+    d = base()
+    d["driver"]["tsak"] = "push"  # the sim driver takes 'task'
+    assert main(["robot", "check", str(write(tmp_path, d))]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option(s) ['tsak']" in err and "Traceback" not in err
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = (st.none() | st.booleans() | st.integers() | st.integers(2**1023, 2**1100) | st.floats()
+            | st.text(max_size=5))
+_values = st.recursive(_scalars, lambda k: st.lists(k, max_size=4) | st.dictionaries(st.text(max_size=5), k,
+                                                                                     max_size=3), max_leaves=8)
+_KEYS = ["control_rate_hz", "max_episode_steps", "joints", "ee", "gripper", "cameras", "safety", "policy", "home",
+         "max_relative_target", "driver", "type", "id", "control_mode", "calibration_file"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(_KEYS), sub=st.sampled_from([None, "workspace", "fps", "lower", "max_delta", "front",
+                                                         "watchdog_timeout_s", "action", "observation"]),
+       value=_values)
+def test_property_any_value_anywhere_validates_or_is_a_robot_config_error(key, sub, value):
+    d = base()
+    if sub is not None and isinstance(d.get(key), dict):
+        d[key][sub] = value
+    else:
+        d[key] = value
+    try:
+        cfg = RobotConfig.from_dict(d, source="prop.yaml")
+    except RobotConfigError as e:
+        assert "prop.yaml" in str(e)
+    else:
+        assert 0 < cfg.control_rate_hz <= 2000 and np.isfinite(cfg.dt)

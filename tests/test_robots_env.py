@@ -497,3 +497,50 @@ def test_opencv_camera_frames_reach_the_policy(tmp_path):
     obs, *_ = env.step(np.zeros(3))
     assert obs["image"].dtype == np.uint8
     env.close()
+
+
+# ------------------------------------------------------------------------------------------ any action
+class _ExplodingArray:
+    def __array__(self, dtype=None, copy=None):
+        raise ZeroDivisionError("boom")
+
+
+def _bad_actions():
+    import torch
+
+    return [[10**400, 0, 0], torch.zeros(3, requires_grad=True), _ExplodingArray(), "abc", [1 + 2j, 0, 0],
+            [[1.0], [2.0, 3.0]], None, {"a": 1}, object(), [0, "x", 0], np.array(["1", "2", "3"]),
+            np.zeros(3, dtype=object), [0.0, 10**400, 0.0]]
+
+
+def test_any_unconvertible_action_stops_the_robot_at_once():
+    env, drv = make_env(joint_cfg())
+    for i, bad in enumerate(_bad_actions()):
+        env.reset()
+        env.step(np.zeros(3))
+        n = len(drv.commands)
+        _, _, term, trunc, info = env.step(bad)  # never raises
+        assert trunc and not term and info["fault"] == "invalid_action", (bad, info)
+        assert drv.stops == i + 1 and info["stopped"] and len(drv.commands) == n
+        assert not env._armed
+    env.close()
+
+
+_json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(2**1023, 2**1100) | st.floats() | st.complex_numbers()
+    | st.text(max_size=3) | st.binary(max_size=3),
+    lambda kids: st.lists(kids, max_size=4), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(action=_json_like)
+def test_property_step_never_raises_and_never_sends_a_bad_command(action):
+    env, drv = make_env(joint_cfg())
+    env.reset()
+    _, _, term, trunc, info = env.step(action)
+    if info["fault"] is None:  # it was turned into a finite 3-vector: the command sent is within limits
+        cmd, _ = drv.commands[-1]
+        assert np.all(np.isfinite(cmd.values)) and drv.stops == 0
+    else:
+        assert info["fault"] in ("invalid_action", "nan_action") and drv.stops == 1 and not drv.commands
+    env.close()

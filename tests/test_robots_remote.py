@@ -322,3 +322,141 @@ def test_server_killed_mid_episode(tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ adversarial clients
+def _frame(header: bytes, blobs: bytes = b"") -> bytes:
+    payload = struct.pack(">I", len(header)) + header + blobs
+    return struct.pack(">I", len(payload)) + payload
+
+
+_BAD_HEADERS = [
+    b'{"msg": {"__nd__": 0, "dtype": "<f8", "shape": [-1, -1]}, "blobs": [8]}',  # negative sizes, product 1
+    b'{"msg": {"__nd__": 0, "dtype": "<f8", "shape": [-2, -1]}, "blobs": [16]}',
+    b'{"msg": {"__nd__": 0, "dtype": "<f8", "shape": [4611686018427387904, 4611686018427387904, 4]}, "blobs": [0]}',
+    b'{"msg": {"__nd__": 0, "dtype": "<f8", "shape": [' + b"1," * 40 + b'1]}, "blobs": [8]}',
+    b'{"msg": {"__nd__": true, "dtype": "<f8", "shape": [1]}, "blobs": [8]}',
+    b'{"msg": {"__nd__": 0, "dtype": 5, "shape": [1]}, "blobs": [8]}',
+    b'{"msg": {"__nd__": 0, "dtype": "not-a-dtype", "shape": [1]}, "blobs": [8]}',
+    b'{"msg": {"__nd__": 0, "dtype": "<f8", "shape": "1"}, "blobs": [8]}',
+    b'{"msg": {"__nd__": 0, "dtype": "<f8", "shape": [1.5]}, "blobs": [8]}',
+    b'{"msg": 1, "blobs": [-8, 16]}',
+    b'{"msg": 1, "blobs": "8"}',
+    b'["msg", "blobs"]',
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"msg": ' + b"[" * 200 + b"]" * 200 + b', "blobs": []}',
+    b'\xff\xfe',
+]
+
+
+@pytest.mark.parametrize("header", _BAD_HEADERS, ids=range(len(_BAD_HEADERS)))
+def test_malformed_array_headers_are_protocol_errors(header):
+    blobs = b"\x00" * 8 if b'"blobs": [8]' in header else b"\x00" * 16 if b"[16]" in header else b""
+    payload = _frame(header, blobs)[4:]
+    with pytest.raises(ProtocolError):
+        decode_message(payload)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                         st.sampled_from(["__nd__", "dtype", "shape", "msg", "blobs", "x"]), kids, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=_json, blob=st.binary(max_size=32))
+def test_property_decode_raises_only_protocol_errors(header, blob):
+    import json
+
+    payload = _frame(json.dumps(header).encode(), blob)[4:]
+    try:
+        decode_message(payload)
+    except ProtocolError:
+        pass
+
+
+@pytest.fixture
+def guarded(monkeypatch):
+    """A served robot with tight limits, and the list of exceptions that escaped any server thread."""
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    cfg = RobotConfig.from_dict(joint_cfg(safety={"watchdog_timeout_s": 0.3, "max_observation_age_s": 0.5}))
+    drv = RecordingDriver(cfg)
+    server = RobotServer(cfg, driver=drv, token=TOKEN, handshake_timeout_s=0.5, max_connections=3).start()
+    yield server, drv, escaped
+    server.close()
+
+
+def _raw(server) -> socket.socket:
+    s = socket.create_connection((server.host, server.port), timeout=2.0)
+    recv_message(s)  # the challenge
+    return s
+
+
+def test_preauth_frames_are_capped_at_a_few_kilobytes(guarded):
+    server, _, escaped = guarded
+    s = _raw(server)
+    s.sendall(struct.pack(">I", 1 << 20))  # announces 1 MiB before authenticating (the post-auth cap is 64 MiB)
+    reply = recv_message(s)
+    assert reply["ok"] is False and "exceeds" in reply["error"] and "4096" in reply["error"]
+    assert s.recv(1) == b""  # closed
+    s.close()
+    assert server.rejected == 1 and not escaped
+
+
+def test_handshake_deadline_is_total_not_per_read(guarded):
+    server, _, escaped = guarded
+    s = _raw(server)
+    s.sendall(struct.pack(">I", 200))
+    t0, closed = time.monotonic(), False
+    while time.monotonic() - t0 < 2.0:  # one byte every 0.1 s: each read is quick, the total is not
+        try:
+            s.sendall(b"\x00")
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.1)
+        if server.rejected:
+            closed = True
+            break
+    assert closed and time.monotonic() - t0 < 1.2
+    assert wait_for(lambda: not server._conns)
+    s.close()
+    assert not escaped
+
+
+def test_connection_limit_refuses_extra_connections_with_one_line(guarded):
+    server, _, escaped = guarded
+    held = [_raw(server) for _ in range(3)]
+    assert wait_for(lambda: len(server._conns) == 3)
+    extra = socket.create_connection((server.host, server.port), timeout=2.0)
+    reply = recv_message(extra)
+    assert reply == {"ok": False, "error": "busy: 3 connections already open"} and extra.recv(1) == b""
+    extra.close()
+    assert server.rejected == 1
+    for s in held:
+        s.close()
+    assert wait_for(lambda: not server._conns, timeout=3.0)  # they time out or close; then a client gets in
+    client = RemoteDriver(RobotConfig.from_dict(client_cfg(server.port)))
+    client.connect()
+    client.disconnect()
+    assert not escaped
+
+
+@pytest.mark.parametrize("header", [_BAD_HEADERS[0], _BAD_HEADERS[2], _BAD_HEADERS[12]], ids=["neg", "huge", "deep"])
+def test_malformed_frame_after_auth_gets_one_error_line_and_stops_the_robot(guarded, header):
+    server, drv, escaped = guarded
+    client = RemoteDriver(RobotConfig.from_dict(client_cfg(server.port)))
+    client.connect()
+    client.send(Command.from_vector(client.config, np.zeros(3)))
+    stops = drv.stops
+    blobs = b"\x00" * 8 if b'"blobs": [8]' in header else b""
+    client._sock.sendall(_frame(header, blobs))
+    reply = recv_message(client._sock)
+    assert reply["ok"] is False and reply["error"].startswith("protocol error:") and "\n" not in reply["error"]
+    assert client._sock.recv(1) == b""
+    assert wait_for(lambda: drv.stops > stops) and not escaped
+    client._drop()

@@ -8,8 +8,11 @@ A checkpoint is a folder:
 - `agent.json`: agent class, config, spaces, rlpt version, counters (JSON);
 - `model.safetensors`: every network's weights (prefixed by module name) and normalizer arrays;
 - `training_state.pt`: optimizer states, RNG states, replay buffers (tensors and plain containers
-  only; loaded with `torch.load(weights_only=True)`, so it never unpickles code).
-It is written into a temp folder and renamed into place, so a crash never leaves half a checkpoint.
+  only; loaded with `torch.load(weights_only=True)`, so it never unpickles code);
+- `manifest.json`: the size and SHA-256 of each of those files (`rlpt.utils.write_manifest`).
+It is written into a temp folder and renamed into place, so a crash never leaves half a checkpoint. Loading
+verifies the manifest first, then refuses NaN weights; a damaged checkpoint is a `CheckpointError`, never a raw
+traceback (`rlpt train --resume` then falls back to the previous intact checkpoint).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlpt.errors import CheckpointError, ConfigError
-from rlpt.utils import check_fields, replace_dir, resolve_device, to_jsonable
+from rlpt.utils import check_fields, replace_dir, resolve_device, to_jsonable, verify_manifest, write_manifest
 
 #: A callback gets `(step, metrics)` after each logged step; returning False stops training (as in SB3).
 Callback = Callable[[int, dict[str, Any]], "bool | None"]
@@ -179,8 +182,10 @@ class Agent:
             meta = {"agent": self.agent_name, "config": self.config.to_dict(), "step": self.step,
                     "online_steps": self.online_steps,
                     "observation_space": space_to_dict(self.observation_space),
-                    "action_space": space_to_dict(self.action_space), "rlpt_version": _version()}
+                    "action_space": space_to_dict(self.action_space), "rlpt_version": _version(),
+                    "manifest": True}
             (tmp / "agent.json").write_text(json.dumps(meta, indent=2))
+            write_manifest(tmp)
             replace_dir(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +195,15 @@ class Agent:
         """Load weights (and optimizers, RNG, counters, buffers) from a checkpoint into this agent."""
         path = Path(path)
         meta = read_agent_meta(path)
-        tensors = load_file(str(path / "model.safetensors"))
+        try:
+            tensors = load_file(str(path / "model.safetensors"))
+        except Exception as e:  # safetensors raises its own error types for truncated or malformed files
+            raise CheckpointError(f"{path / 'model.safetensors'}: unreadable weights file: "
+                                  f"{type(e).__name__}: {e}") from None
+        for key, t in tensors.items():
+            if t.is_floating_point() and bool(torch.isnan(t).any()):
+                raise CheckpointError(f"{path / 'model.safetensors'}: tensor {key!r} holds NaN values "
+                                      f"({int(torch.isnan(t).sum())} of {t.numel()}); refusing to load it")
         for name, mod in self.modules().items():
             prefix = f"{name}."
             sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -201,18 +214,22 @@ class Agent:
         self.step = int(meta.get("step", 0))
         self.online_steps = int(meta.get("online_steps", 0))
         if training_state and (path / "training_state.pt").exists():
-            state = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
-            for k, opt in self.optimizers().items():
-                if k in state["optimizers"]:
-                    opt.load_state_dict(state["optimizers"][k])
-            self.load_extra_state(state.get("extra", {}))
-            rng = state.get("rng", {})
-            if "numpy" in rng:
-                self.rng.bit_generator.state = _from_torch_safe(rng["numpy"])
-            if "torch" in rng:
-                torch.set_rng_state(rng["torch"])
-            if "python" in rng:
-                random.setstate(_python_rng_state(_from_torch_safe(rng["python"])))
+            try:
+                state = torch.load(path / "training_state.pt", weights_only=True, map_location="cpu")
+                for k, opt in self.optimizers().items():
+                    if k in state["optimizers"]:
+                        opt.load_state_dict(state["optimizers"][k])
+                self.load_extra_state(state.get("extra", {}))
+                rng = state.get("rng", {})
+                if "numpy" in rng:
+                    self.rng.bit_generator.state = _from_torch_safe(rng["numpy"])
+                if "torch" in rng:
+                    torch.set_rng_state(rng["torch"])
+                if "python" in rng:
+                    random.setstate(_python_rng_state(_from_torch_safe(rng["python"])))
+            except Exception as e:  # truncated zip, unpickling refused, a state of another shape
+                raise CheckpointError(f"{path / 'training_state.pt'}: unreadable training state: "
+                                      f"{type(e).__name__}: {e}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", training_state: bool = True, **kwargs) -> Agent:
@@ -223,8 +240,16 @@ class Agent:
         if agent_cls is None:
             raise CheckpointError(f"{path}: unknown agent '{meta['agent']}'; known: {sorted(AGENT_REGISTRY)}")
         config = agent_cls.config_class.from_dict(meta["config"], source=str(Path(path) / "agent.json"))
-        agent = agent_cls(config, space_from_dict(meta["observation_space"]),
-                          space_from_dict(meta["action_space"]), device=device, **kwargs)
+        spaces_ = {}
+        for key in ("observation_space", "action_space"):
+            try:
+                spaces_[key] = space_from_dict(meta[key])
+            except CheckpointError:
+                raise
+            except Exception as e:
+                raise CheckpointError(f"{Path(path) / 'agent.json'}: key {key!r} is not a valid space: "
+                                      f"{type(e).__name__}: {e}") from None
+        agent = agent_cls(config, spaces_["observation_space"], spaces_["action_space"], device=device, **kwargs)
         agent.load_state(path, training_state=training_state)
         return agent
 
@@ -242,7 +267,20 @@ def read_agent_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not an rlpt agent checkpoint: {f.name} is missing")
     if not (path / "model.safetensors").exists():
         raise CheckpointError(f"{path}: model.safetensors is missing (incomplete checkpoint)")
-    return json.loads(f.read_text())
+    verified = verify_manifest(path)
+    try:
+        meta = json.loads(f.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{f}: not valid JSON ({type(e).__name__}: {e})") from None
+    expected = {"agent": str, "config": dict, "observation_space": dict, "action_space": dict}
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) for k, t in expected.items()):
+        got = type(meta).__name__ if not isinstance(meta, dict) else \
+            {k: type(meta.get(k)).__name__ for k in expected}
+        raise CheckpointError(f"{f}: expected an object with keys {list(expected)} (agent: str, the others "
+                              f"objects); got {got}")
+    if meta.get("manifest") and not verified:
+        verify_manifest(path, required=True)
+    return meta
 
 
 def _version() -> str:

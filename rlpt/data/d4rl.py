@@ -31,7 +31,7 @@ from rlpt.errors import (
     DatasetShapeError,
     DatasetValueError,
 )
-from rlpt.utils import atomic_write, to_jsonable
+from rlpt.utils import atomic_write, load_json_bounded, to_jsonable
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 OPTIONAL_KEYS = ("timeouts", "next_observations", "images")
@@ -41,6 +41,7 @@ DERIVED_METADATA_KEYS = ("source", "timeouts_present", "timeouts_note", "skipped
 _MMAP_KEYS = ("observations", "next_observations", "images", "actions")
 # metadata/* datasets larger than this many elements are not read (recorded in metadata["skipped_keys"]).
 METADATA_MAX_ELEMENTS = 1 << 22
+MAX_EXPANSION = 2000  # declared bytes per byte of file beyond which an array is refused unread
 _JSON_ATTR = "rlpt_json"
 
 
@@ -67,8 +68,25 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _read_array(dset: h5py.Dataset, path: Path, mmap: bool) -> np.ndarray:
+def _check_declared_size(dset: h5py.Dataset, key: str, path: Path) -> None:
+    """Refuse an array whose declared size no real file of this size can hold (nor this machine's memory), before
+    reading it: more than half the physical memory, or more than `MAX_EXPANSION` times the file's size (deflate
+    cannot compress better than ~1000:1) plus 64 MiB."""
+    declared = int(dset.size) * int(dset.dtype.itemsize)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every OS
+        memory = 1 << 40
+    limit = min(memory // 2, MAX_EXPANSION * path.stat().st_size + (64 << 20))
+    if declared > limit:
+        raise DatasetShapeError(f"{path}: key '{key}' declares shape {dset.shape} of {dset.dtype} "
+                                f"({declared / 2**30:.1f} GiB); expected at most {limit / 2**30:.1f} GiB for a "
+                                f"{path.stat().st_size}-byte file on this machine")
+
+
+def _read_array(dset: h5py.Dataset, path: Path, mmap: bool, key: str = "") -> np.ndarray:
     """The whole dataset, memory-mapped when asked and possible (contiguous, uncompressed, allocated)."""
+    _check_declared_size(dset, key or dset.name, path)
     if mmap and dset.ndim >= 1 and dset.size > 0 and dset.chunks is None and dset.compression is None:
         try:
             offset = dset.id.get_offset()
@@ -76,7 +94,11 @@ def _read_array(dset: h5py.Dataset, path: Path, mmap: bool) -> np.ndarray:
             offset = None
         if offset is not None and dset.dtype.kind in "biuf" and dset.dtype.fields is None:
             return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape)
-    return dset[()]
+    try:
+        return dset[()]
+    except MemoryError:
+        raise DatasetValueError(f"{path}: key '{key or dset.name}' ({dset.shape} of {dset.dtype}) does not fit "
+                                "in memory; pass mmap=True for uncompressed files") from None
 
 
 def _walk(group: h5py.Group, prefix: str = "") -> list[tuple[str, h5py.Dataset]]:
@@ -91,7 +113,7 @@ def _walk(group: h5py.Group, prefix: str = "") -> list[tuple[str, h5py.Dataset]]
     return out
 
 
-def _read_metadata(f: h5py.File, skipped: list[str]) -> dict[str, Any]:
+def _read_metadata(f: h5py.File, skipped: list[str], path: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for name, value in f.attrs.items():
         meta[str(name)] = _decode(value)
@@ -99,7 +121,7 @@ def _read_metadata(f: h5py.File, skipped: list[str]) -> dict[str, Any]:
     if isinstance(group, h5py.Dataset):  # a scalar JSON string or similar stored directly as "metadata"
         value = _decode(group[()])
         if isinstance(value, str) and group.attrs.get(_JSON_ATTR):
-            value = json.loads(value)
+            value = load_json_bounded(value, f"{path}: metadata", DatasetValueError)
         if isinstance(value, dict):
             meta.update(value)
         else:
@@ -115,7 +137,7 @@ def _read_metadata(f: h5py.File, skipped: list[str]) -> dict[str, Any]:
             continue
         value = _decode(dset[()])
         if dset.attrs.get(_JSON_ATTR) and isinstance(value, str):
-            value = json.loads(value)
+            value = load_json_bounded(value, f"{path}: metadata/{key}", DatasetValueError)
         meta[key] = value
     return meta
 
@@ -186,13 +208,15 @@ def load_d4rl(path: str | os.PathLike, *, mmap: bool = False, env: Any = None) -
                 raise DatasetDtypeError(
                     f"{path}: key '{key}' has dtype {dset.dtype} (shape {dset.shape}); "
                     f"expected a numeric or bool dtype")
-            arr = _read_array(dset, path, mmap and key in _MMAP_KEYS)
+            arr = _read_array(dset, path, mmap and key in _MMAP_KEYS, key)
             if key in ("rewards", "terminals", "timeouts") and arr.ndim == 2 and arr.shape[1] == 1:
                 arr = arr[:, 0]
             if arr.ndim == 0:
                 raise DatasetShapeError(f"{path}: key '{key}' is a scalar; expected an array with one row per step")
             arrays[key] = arr
         n = len(arrays["observations"])
+        if n == 0:
+            raise DatasetShapeError(f"{path}: key 'observations' has 0 rows; expected at least one step")
         skipped: list[str] = []
         infos: dict[str, np.ndarray] = {}
         for key, dset in datasets.items():
@@ -205,10 +229,10 @@ def load_d4rl(path: str | os.PathLike, *, mmap: bool = False, env: Any = None) -
                 elif dset.ndim == 0 or dset.shape[0] != n:
                     skipped.append(f"{key} (shape {dset.shape} is not one row per step; expected {n} rows)")
                 else:
-                    infos[name] = dset[()]
+                    infos[name] = _read_array(dset, path, False, key)
             else:
                 skipped.append(f"{key} (not part of the D4RL layout)")
-        metadata = _read_metadata(f, skipped)
+        metadata = _read_metadata(f, skipped, path)
     timeouts_present = "timeouts" in arrays
     if not timeouts_present:
         arrays["timeouts"] = np.zeros(len(arrays["rewards"]), dtype=bool)

@@ -28,7 +28,7 @@ from rlpt.errors import (
     DatasetValueError,
     EnvSpecError,
 )
-from rlpt.utils import to_jsonable
+from rlpt.utils import load_json_bounded, to_jsonable
 
 # rlpt's own metadata rides along in the Minari metadata.json under this key, so a round trip keeps it.
 RLPT_METADATA_KEY = "rlpt"
@@ -101,11 +101,14 @@ def load_minari(dataset_id_or_path: str | os.PathLike, *, env: Any = None) -> Da
     data_path = resolve_minari_path(dataset_id_or_path)
     src = str(data_path.parent)
     minari = _import_minari()
+    raw = load_json_bounded((data_path / "metadata.json").read_bytes(), str(data_path / "metadata.json"),
+                            DatasetValueError)
+    if not isinstance(raw, dict):
+        raise DatasetValueError(f"{data_path / 'metadata.json'}: expected a JSON object; got {type(raw).__name__}")
     try:
-        raw = json.loads((data_path / "metadata.json").read_text())
         mds = minari.MinariDataset(data_path)
-    except (ValueError, KeyError, AssertionError, OSError, json.JSONDecodeError) as e:
-        raise DatasetValueError(f"{src}: cannot read this Minari dataset: {e}") from e
+    except (ValueError, KeyError, TypeError, AssertionError, OSError, RecursionError) as e:
+        raise DatasetValueError(f"{src}: cannot read this Minari dataset: {type(e).__name__}: {e}") from None
     from gymnasium import spaces
 
     for key, space in (("observations", mds.observation_space), ("actions", mds.action_space)):
@@ -319,11 +322,17 @@ def export_minari(dataset: Dataset, dataset_id: str, *, author: str | None = Non
     from minari.dataset.minari_storage import MinariStorage
 
     try:
-        namespace = parse_dataset_id(dataset_id)[0]
-    except ValueError as e:
-        raise DatasetValueError(f"export_minari: {e}") from e
+        namespace, _, version = parse_dataset_id(dataset_id)
+    except ValueError as e:  # Minari's own "Malformed dataset ID" message
+        raise DatasetValueError(f"export_minari: {e}") from None
+    except (TypeError, AttributeError):  # minari 0.5 does int(None) for an id without -v<N>
+        version = None
+    if version is None:
+        raise DatasetValueError(f"export_minari: dataset id {dataset_id!r} is not '[namespace/]name-v<N>' "
+                                f"(e.g. '{dataset_id}-v0'); Minari ids need a version") from None
     under_root = path is None
-    dest = (minari_root() / dataset_id) if under_root else Path(path).expanduser()
+    # absolute: Minari joins the data path with itself for relative paths ('rel/x/data/rel/x/data/...')
+    dest = (minari_root() / dataset_id) if under_root else Path(path).expanduser().absolute()
     if dest.exists() and not overwrite:
         raise DatasetValueError(f"{dest}: a Minari dataset already exists there; pass overwrite=True or "
                                 f"choose another id/path")

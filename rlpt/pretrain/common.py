@@ -25,7 +25,7 @@ import torch
 
 from rlpt.errors import CheckpointError, ConfigError, RunError
 from rlpt.runs import RunDir
-from rlpt.utils import replace_dir, to_jsonable
+from rlpt.utils import replace_dir, to_jsonable, verify_manifest, write_manifest
 
 TRAINING_STATE = "training_state.pt"
 
@@ -58,6 +58,7 @@ def save_training_checkpoint(folder: Path, write_files: Callable[[Path], None], 
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / TRAINING_STATE)
+        write_manifest(tmp)
         replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -77,16 +78,20 @@ def load_training_state(folder: Path, optimizer: torch.optim.Optimizer, rng: np.
                         device: torch.device) -> int:
     """Restore the optimizer, the torch (and CUDA, when saved and present) and numpy RNGs from `folder`'s
     `training_state.pt` (loaded with `weights_only=True`); returns the step it was saved at."""
+    if not (folder / TRAINING_STATE).exists():
+        raise CheckpointError(f"{folder} has no {TRAINING_STATE}; it cannot be resumed")
+    verify_manifest(folder)
     try:
         state = torch.load(folder / TRAINING_STATE, map_location=device, weights_only=True)
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{folder} has no {TRAINING_STATE}; it cannot be resumed") from e
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    rng.bit_generator.state = json.loads(state["numpy_rng"])
-    return int(state["step"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        return int(state["step"])
+    except Exception as e:  # truncated zip, refused unpickling, a state of another shape
+        raise CheckpointError(f"{folder / TRAINING_STATE}: unreadable training state: {type(e).__name__}: {e}") \
+            from None
 
 
 class MetricMeans:

@@ -166,8 +166,11 @@ def _http_vlm(options: dict[str, Any], ctx: BuildContext) -> RewardModel:
     from rlpt.rewards.http_vlm import OpenAIChatClient, VLMSuccessReward
 
     client_keys = ("base_url", "model", "api_key_env", "timeout", "max_retries", "backoff", "max_backoff",
-                   "max_retry_after", "cache_dir", "headers")
+                   "max_retry_after", "cache_dir", "headers", "max_response_bytes")
+    check = options.pop("check_auth", True)
     client = OpenAIChatClient(**{k: options.pop(k) for k in client_keys if k in options})
+    if check:
+        client.check_auth()  # a wrong key stops the run here, not after an epoch of fallback rewards
     return VLMSuccessReward(client, **options)
 
 
@@ -207,8 +210,12 @@ def _kagi(options: dict[str, Any], ctx: BuildContext) -> RewardModel:
     elif kind == "vlm":
         from rlpt.rewards.http_vlm import OpenAIChatClient
 
-        client_keys = ("base_url", "model", "api_key_env", "timeout", "max_retries", "cache_dir", "headers")
+        client_keys = ("base_url", "model", "api_key_env", "timeout", "max_retries", "cache_dir", "headers",
+                       "max_response_bytes")
+        check = prop.pop("check_auth", True)
         client = OpenAIChatClient(**{k: prop.pop(k) for k in client_keys if k in prop})
+        if check:
+            client.check_auth()
         if ctx.run_dir is not None:
             prop.setdefault("output_dir", str(Path(ctx.run_dir) / "keypoints"))
         proposer = VLMKeypointProposer(client, **prop)

@@ -5,6 +5,12 @@ per image, whether the robot completed the task and turns the yes/no answer into
 Only the standard library is used for HTTP. The API key is read from an environment variable at request
 time and sent as `Authorization: Bearer ...`; it never appears in logs, errors, reprs, `describe()` or the
 on-disk cache (whose key is a hash of the request body, which does not hold the key).
+
+Each HTTP attempt has one total deadline (`timeout`: connect, headers and body together -- a server that
+trickles bytes cannot stretch it) and a response size cap (`max_response_bytes`, read through
+`rlpt.utils.read_bounded`). Only answers that the caller's `accept` check passes are cached, so a refusal is
+asked again, not replayed. HTTP 401/403 raise `RewardAuthError`, which stops the run (reward wrappers fall back
+only on `RewardModelError`); `check_auth()` asks `GET {base_url}/models` once at start-up to fail early.
 """
 
 from __future__ import annotations
@@ -18,25 +24,26 @@ import logging
 import os
 import random
 import re
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rlpt.errors import ConfigError, RewardModelError
+from rlpt.errors import ConfigError, InputLimitError, RewardAuthError, RewardModelError
 from rlpt.rewards.base import RewardModel, RewardOutput, RewardQuery
-from rlpt.utils import write_text_atomic
+from rlpt.utils import read_bounded, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-_TRANSPORT_REASONS = ("timeout", "server_error", "rate_limited")
+_TRANSPORT_REASONS = ("timeout", "server_error", "rate_limited", "too_large")
+MAX_RESPONSE_BYTES = 8 * 2**20  # a chat completion is a few KiB
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -58,18 +65,22 @@ class OpenAIChatClient:
     model: the model name the server expects.
     api_key_env: environment variable holding the API key, read at each request; when unset or empty no
         Authorization header is sent (local servers).
-    timeout: seconds per HTTP attempt (connect and read).
+    timeout: seconds per HTTP attempt, in total (connect, request, headers and body).
     max_retries: extra attempts after a timeout, a 5xx, a connection error or a 429.
     backoff, max_backoff: retry delays are min(max_backoff, backoff * 2**attempt) scaled by a random
         factor in [0.5, 1] (jitter).
     max_retry_after: cap, in seconds, on a 429's Retry-After delay.
     cache_dir: optional folder of cached answers, one JSON file per request (hash of URL and body).
     headers: extra HTTP headers (not logged, not cached).
+    max_response_bytes: a larger response body fails the attempt (reason "too_large") without being read whole.
+
+    HTTP(S) proxies from the environment are not used: point base_url at the server (or an SSH tunnel).
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 3, backoff: float = 0.5, max_backoff: float = 8.0, max_retry_after: float = 30.0,
-                 cache_dir: str | os.PathLike | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, headers: Mapping[str, str] | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"OpenAIChatClient: base_url must start with http:// or https://; got {base_url!r}")
         if timeout <= 0 or max_retries < 0 or backoff < 0:
@@ -82,6 +93,7 @@ class OpenAIChatClient:
         self.max_retry_after = float(max_retry_after)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.headers = dict(headers or {})
+        self.max_response_bytes = int(max_response_bytes)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._failures: Counter[str] = Counter()
@@ -97,7 +109,8 @@ class OpenAIChatClient:
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: calls (to `chat`), requests (HTTP attempts), retries, cache_hits,
-        failures (raised errors) and failures_<reason>."""
+        failures (raised errors plus answers the caller rejected) and failures_<reason>, reason one of timeout,
+        server_error, rate_limited, too_large, auth, malformed, empty, refusal (present once non-zero)."""
         with self._lock:
             out = {k: self._counts[k] for k in ("calls", "requests", "retries", "cache_hits")}
             out["failures"] = sum(self._failures.values())
@@ -108,13 +121,46 @@ class OpenAIChatClient:
         with self._lock:
             self._counts[key] += 1
 
+    def count_failure(self, reason: str) -> None:
+        """Count a failure of kind `reason` (the client's own, or an answer its caller could not use)."""
+        with self._lock:
+            self._failures[reason] += 1
+
+    def check_auth(self) -> None:
+        """Ask `GET {base_url}/models` once (a start-up check). Raises `RewardAuthError` on HTTP 401/403; any
+        other outcome (no such endpoint, server down) is left to the requests themselves."""
+        try:
+            status, _, body = self._attempt("GET", self.base_url + "/models", None, self._headers(), 10.0)
+        except (RewardModelError, OSError, http.client.HTTPException) as err:
+            log.info("OpenAIChatClient: start-up check of %s/models skipped: %s", self.base_url, err)
+            return
+        if status in (401, 403):
+            self.count_failure("auth")
+            raise self._auth_error(status, body)
+
+    def _auth_error(self, status: int, body: bytes) -> RewardAuthError:
+        key_state = "is set" if os.environ.get(self.api_key_env) else "is not set"
+        detail = self._redact(body[:200].decode("utf-8", "replace"))
+        return RewardAuthError(f"{self.base_url}: HTTP {status}: the server refused the credentials (the API key "
+                               f"variable ${self.api_key_env} {key_state}): {detail}")
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
+        if key := os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
     # ------------------------------------------------------------------ the request
     def chat(self, prompt: str, images: Sequence[np.ndarray] = (), *, temperature: float = 0.0,
-             max_tokens: int = 256, system: str | None = None, seed: int | None = None) -> str:
+             max_tokens: int = 256, system: str | None = None, seed: int | None = None,
+             accept: Callable[[str], bool] | None = None) -> str:
         """Send one user message (the text, then each image as a PNG `image_url` part) and return the
         assistant's text. `seed` is passed to the server (and makes sampled requests distinct in the cache).
+        `accept(text)`: whether the answer is usable; only usable answers are written to (and served from) the
+        cache.
 
-        Raises RewardModelError with reason "timeout", "server_error", "rate_limited", "malformed" or "empty".
+        Raises RewardModelError with reason "timeout", "server_error", "rate_limited", "too_large", "malformed"
+        or "empty", and RewardAuthError on HTTP 401/403.
         """
         self._count("calls")
         content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
@@ -127,16 +173,16 @@ class OpenAIChatClient:
             body["seed"] = seed
         data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         cache_path = self._cache_path(data)
-        if cache_path is not None and (hit := self._read_cache(cache_path)) is not None:
+        if cache_path is not None and (hit := self._read_cache(cache_path)) is not None and (
+                accept is None or accept(hit)):
             self._count("cache_hits")
             return hit
         try:
             text = self._parse(self._post(data))
         except RewardModelError as err:
-            with self._lock:
-                self._failures[err.reason] += 1
+            self.count_failure(err.reason)
             raise
-        if cache_path is not None:
+        if cache_path is not None and (accept is None or accept(text)):
             try:
                 write_text_atomic(cache_path, json.dumps({"model": self.model, "content": text}) + "\n")
             except OSError as err:  # a full or read-only disk costs the cache, not the answer
@@ -164,6 +210,53 @@ class OpenAIChatClient:
     def _delay(self, attempt: int) -> float:
         return min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
 
+    def _attempt(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
+                 timeout: float) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One HTTP request under one total deadline: a timer shuts the socket down when `timeout` seconds have
+        passed, whatever it is blocked on (connect, headers, a trickling body); the body is read through
+        `read_bounded` (at most `max_response_bytes`). Returns (status, headers, body)."""
+        u = urllib.parse.urlsplit(url)
+        conn_cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(u.hostname or "", u.port, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            path = u.path + (f"?{u.query}" if u.query else "")
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            length = resp.getheader("Content-Length")
+            if length is not None and length.strip().isdigit() and int(length) > self.max_response_bytes:
+                raise InputLimitError(f"response of {int(length)} bytes")
+            sock = conn.sock
+            body = read_bounded(resp.read1, None, limit=self.max_response_bytes, deadline=deadline,
+                                set_timeout=None if sock is None else sock.settimeout, what="response body")
+            if expired.is_set():  # the timer cut the body short: that is a timeout, not an answer
+                raise TimeoutError(f"no answer within {timeout:g} s")
+            return resp.status, resp.msg, body
+        except InputLimitError as err:
+            raise RewardModelError(f"{url}: {err} exceeds max_response_bytes={self.max_response_bytes}",
+                                   reason="too_large") from None
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            if expired.is_set() or isinstance(err, TimeoutError) or time.monotonic() >= deadline:
+                raise TimeoutError(f"no answer within {timeout:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+            conn.close()
+
     def _post(self, data: bytes) -> bytes:
         """POST with retries; the response body of the first 2xx answer."""
         last: RewardModelError | None = None
@@ -171,32 +264,34 @@ class OpenAIChatClient:
             if attempt:
                 self._count("retries")
             self._count("requests")
-            headers = {"Content-Type": "application/json", "Accept": "application/json", **self.headers}
-            if key := os.environ.get(self.api_key_env):
-                headers["Authorization"] = f"Bearer {key}"
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             delay = None
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return resp.read()
-            except urllib.error.HTTPError as err:
-                detail = self._redact(_snippet(err))
-                if err.code == 429:
+                status, headers, body = self._attempt("POST", self.url, data, self._headers(), self.timeout)
+            except RewardModelError as err:  # too large: the server is misbehaving; another try may differ
+                last, status = err, 0
+            except TimeoutError:
+                last, status = RewardModelError(f"{self.url}: no answer within {self.timeout:g} s (in total)",
+                                                reason="timeout"), 0
+            except (OSError, http.client.HTTPException) as err:  # refused/reset connections, bad status lines
+                last, status = RewardModelError(f"{self.url}: connection failed: {self._redact(str(err))}",
+                                                reason="server_error"), 0
+            if 200 <= status < 300:
+                return body
+            if status:
+                detail = self._redact(body[:200].decode("utf-8", "replace"))
+                if status in (401, 403):
+                    self.count_failure("auth")
+                    raise self._auth_error(status, body)
+                if status == 429:
                     last = RewardModelError(f"{self.url}: rate limited (HTTP 429): {detail}", reason="rate_limited")
-                    delay = _retry_after(err.headers.get("Retry-After"), self.max_retry_after)
-                elif err.code >= 500:
-                    last = RewardModelError(f"{self.url}: HTTP {err.code}: {detail}", reason="server_error")
-                else:  # 4xx other than 429: the request itself is wrong; retrying will not help
-                    raise RewardModelError(f"{self.url}: HTTP {err.code} (not retried): {detail}",
+                    delay = _retry_after(headers.get("Retry-After"), self.max_retry_after)
+                elif status >= 500:
+                    last = RewardModelError(f"{self.url}: HTTP {status}: {detail}", reason="server_error")
+                else:  # 4xx other than 401/403/429: the request itself is wrong; retrying will not help
+                    raise RewardModelError(f"{self.url}: HTTP {status} (not retried): {detail}",
                                            reason="server_error") from None
-            except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, refused/reset connections
-                cause = err.reason if isinstance(err, urllib.error.URLError) else err
-                if isinstance(cause, TimeoutError):
-                    last = RewardModelError(f"{self.url}: no answer within {self.timeout:g} s", reason="timeout")
-                else:
-                    last = RewardModelError(f"{self.url}: connection failed: {self._redact(str(cause))}",
-                                            reason="server_error")
             if attempt < self.max_retries:
+                assert last is not None
                 wait = self._delay(attempt) if delay is None else delay
                 log.info("%s (attempt %d of %d); retrying in %.2f s", last, attempt + 1, self.max_retries + 1, wait)
                 time.sleep(wait)
@@ -219,13 +314,6 @@ class OpenAIChatClient:
         if not content or not content.strip():
             raise RewardModelError(f"{self.url}: the model answered with empty content", reason="empty")
         return content
-
-
-def _snippet(err: urllib.error.HTTPError, limit: int = 200) -> str:
-    try:
-        return err.read()[:limit].decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _retry_after(value: str | None, cap: float) -> float | None:
@@ -281,6 +369,11 @@ def parse_yes_no(text: str) -> tuple[bool | None, str]:
     return None, "malformed"
 
 
+def _usable(text: str) -> bool:
+    """Whether a yes/no answer parses (what `VLMSuccessReward` lets the client cache)."""
+    return parse_yes_no(text)[0] is not None
+
+
 class _Abort:
     """Shared by one `score` call: the reason of a transport failure that makes the rest of the batch moot."""
 
@@ -330,7 +423,7 @@ class VLMSuccessReward(RewardModel):
             try:
                 text = self.client.chat(prompt, [image], max_tokens=self.max_tokens, system=self.system,
                                         temperature=0.0 if self.votes == 1 else self.vote_temperature,
-                                        seed=None if self.votes == 1 else k)
+                                        seed=None if self.votes == 1 else k, accept=_usable)
             except RewardModelError as err:
                 if err.reason in _TRANSPORT_REASONS:
                     abort.reason = err.reason
@@ -341,6 +434,7 @@ class VLMSuccessReward(RewardModel):
             answer, reason = parse_yes_no(text)
             if answer is None:
                 reasons[reason] += 1
+                self.client.count_failure(reason)
                 log.debug("VLM reward: unusable answer (%s): %.200r", reason, text)
             elif answer:
                 yes += 1

@@ -48,6 +48,11 @@ from rlpt.errors import RobotConfigError
 CONTROL_MODES = ("joint_pos", "joint_vel", "ee_delta")
 ON_FAULT = ("stop", "raise")
 CAMERA_SOURCES = ("driver", "opencv")
+#: Plausibility ranges: values outside them are typos or unit mistakes (ms for s, deg for rad, mm for m), not
+#: robots. Rates in Hz, angles in rad (or m for prismatic joints), times in s, distances in m, images in px.
+RANGES = {"control_rate_hz": 2000.0, "joint_limit": 100.0, "joint_max_velocity": 50.0, "timeout_s": 60.0,
+          "max_episode_steps": 10_000_000, "workspace_m": 10.0, "ee_linear_velocity": 10.0, "image_side": 8192,
+          "fps": 1000.0, "state_dim": 100_000}
 # Observation fields every driver may fill; their sizes follow the config (n joints, 3, 3, 1).
 BUILTIN_FIELDS = ("joint_pos", "joint_vel", "ee_pos", "ee_rot", "gripper")
 
@@ -287,7 +292,7 @@ class RobotConfig:
                               {k: v for k, v in drv.items() if k != "name"})
 
         mode = r.choice(r.req(data, "control_mode", ""), CONTROL_MODES, "control_mode")
-        rate = r.positive(r.req(data, "control_rate_hz", ""), "control_rate_hz")
+        rate = r.positive(r.req(data, "control_rate_hz", ""), "control_rate_hz", hi=RANGES["control_rate_hz"])
 
         joints_raw = data.get("joints") or []
         if not isinstance(joints_raw, list):
@@ -298,9 +303,12 @@ class RobotConfig:
             if not isinstance(j, Mapping):
                 raise r.error(w, "a mapping {name, lower, upper, max_velocity}", j)
             r.keys(j, {"name", "lower", "upper", "max_velocity"}, w)
-            jc = JointConfig(r.string(r.req(j, "name", w), f"{w}.name"), r.number(r.req(j, "lower", w), f"{w}.lower"),
-                             r.number(r.req(j, "upper", w), f"{w}.upper"),
-                             r.positive(r.req(j, "max_velocity", w), f"{w}.max_velocity"))
+            lim = RANGES["joint_limit"]
+            jc = JointConfig(r.string(r.req(j, "name", w), f"{w}.name"),
+                             r.number(r.req(j, "lower", w), f"{w}.lower", -lim, lim),
+                             r.number(r.req(j, "upper", w), f"{w}.upper", -lim, lim),
+                             r.positive(r.req(j, "max_velocity", w), f"{w}.max_velocity",
+                                        hi=RANGES["joint_max_velocity"]))
             if not jc.lower < jc.upper:
                 raise r.error(w, "lower < upper", f"lower={jc.lower}, upper={jc.upper}")
             joints.append(jc)
@@ -312,7 +320,8 @@ class RobotConfig:
 
         n = len(joints)
         mrt = data.get("max_relative_target")
-        mrt_vec = np.full(n, np.inf) if mrt is None else r.vector(mrt, n, "max_relative_target", positive=True)
+        mrt_vec = np.full(n, np.inf) if mrt is None else r.vector(mrt, n, "max_relative_target", positive=True,
+                                                                  hi=RANGES["joint_limit"])
 
         ee = None
         if data.get("ee") is not None:
@@ -354,8 +363,10 @@ class RobotConfig:
             raise r.error("safety", "a mapping {watchdog_timeout_s, max_observation_age_s, on_fault}", s)
         r.keys(s, {"watchdog_timeout_s", "max_observation_age_s", "on_fault"}, "safety")
         safety = SafetyConfig(
-            r.positive(s.get("watchdog_timeout_s", max(1.0, 3.0 / rate)), "safety.watchdog_timeout_s"),
-            r.positive(s.get("max_observation_age_s", max(0.5, 2.0 / rate)), "safety.max_observation_age_s"),
+            r.positive(s.get("watchdog_timeout_s", max(1.0, 3.0 / rate)), "safety.watchdog_timeout_s",
+                       hi=RANGES["timeout_s"]),
+            r.positive(s.get("max_observation_age_s", max(0.5, 2.0 / rate)), "safety.max_observation_age_s",
+                       hi=RANGES["timeout_s"]),
             r.choice(s.get("on_fault", "stop"), ON_FAULT, "safety.on_fault"))
         if safety.watchdog_timeout_s <= 1.0 / rate:
             raise r.error("safety.watchdog_timeout_s", f"more than one control period ({1.0 / rate:g} s at "
@@ -363,7 +374,7 @@ class RobotConfig:
 
         mes = data.get("max_episode_steps")
         if mes is not None:
-            mes = int(r.positive(mes, "max_episode_steps"))
+            mes = r.integer(mes, "max_episode_steps", 1, RANGES["max_episode_steps"])
 
         partial = dict(type=rtype, id=rid, driver=driver, control_mode=mode, control_rate_hz=rate,
                        joints=tuple(joints), max_relative_target=mrt_vec, ee=ee, gripper=gripper, cameras=cameras,
@@ -380,7 +391,7 @@ def load_robot_config(path: str | os.PathLike, overrides: Mapping[str, Any] | No
 
     `overrides`: dotted keys set before validation, e.g. ``{"driver.task": "reach", "control_rate_hz": 20}``.
     """
-    import yaml
+    from rlpt.utils import load_yaml_bounded
 
     p = Path(path)
     if not p.is_file():
@@ -389,10 +400,7 @@ def load_robot_config(path: str | os.PathLike, overrides: Mapping[str, Any] | No
             close = difflib.get_close_matches(p.name, [q.name for q in p.parent.glob("*.yaml")], n=3)
             near = f"; close matches: {', '.join(close)}" if close else ""
         raise RobotConfigError(f"{p}: robot config file not found{near}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise RobotConfigError(f"{p}: not valid YAML: {e}") from e
+    data = load_yaml_bounded(p.read_bytes(), str(p), RobotConfigError)
     if not isinstance(data, dict):
         raise RobotConfigError(f"{p}: a robot config must be a YAML mapping; got {type(data).__name__}")
     for key, value in (overrides or {}).items():
@@ -416,6 +424,26 @@ def _set_path(d: dict, path: list[str], value: Any) -> None:
         d[k] = nxt
         d = nxt
     d[path[-1]] = value
+
+
+def _finite(v: Any, allow_inf: bool = False) -> float | None:
+    """`v` as a float when it is a (non-bool) int or float that float64 holds and is finite (or +-inf when
+    `allow_inf`); else None. Integers beyond float64's range are None, not an OverflowError."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        x = float(v)
+    except OverflowError:
+        return None
+    if np.isnan(x) or (np.isinf(x) and not allow_inf):
+        return None
+    return x
+
+
+def _short(v: Any, limit: int = 80) -> Any:
+    """A value for an error message: itself, or its repr cut to `limit` characters."""
+    r = repr(v)
+    return v if len(r) <= limit else f"{r[:limit]}... ({len(r)} characters)"
 
 
 class _Reader:
@@ -451,35 +479,48 @@ class _Reader:
             raise self.error(key, "true or false", v)
         return v
 
-    def number(self, v: Any, key: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v):
-            raise self.error(key, "a finite number", v)
-        return float(v)
-
-    def positive(self, v: Any, key: str) -> float:
-        x = self.number(v, key)
-        if x <= 0:
-            raise self.error(key, "a number > 0", v)
+    def number(self, v: Any, key: str, lo: float | None = None, hi: float | None = None) -> float:
+        """A finite number, within [lo, hi] when given (plausibility ranges: see `RANGES`)."""
+        x = _finite(v)
+        if x is None:
+            raise self.error(key, "a finite number", _short(v))
+        if (lo is not None and x < lo) or (hi is not None and x > hi):
+            raise self.error(key, f"a number in [{lo:g}, {hi:g}]" if lo is not None and hi is not None else
+                             f"a number >= {lo:g}" if lo is not None else f"a number <= {hi:g}", _short(v))
         return x
+
+    def positive(self, v: Any, key: str, hi: float | None = None) -> float:
+        x = self.number(v, key)
+        if x <= 0 or (hi is not None and x > hi):
+            raise self.error(key, "a number > 0" if hi is None else f"a number in (0, {hi:g}]", _short(v))
+        return x
+
+    def integer(self, v: Any, key: str, lo: int, hi: int) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise self.error(key, f"an integer in [{lo}, {hi}]", _short(v))
+        return int(v)
 
     def choice(self, v: Any, choices: tuple[str, ...], key: str) -> str:
         if v not in choices:
             raise self.error(key, f"one of {list(choices)}", v)
         return v
 
-    def vector(self, v: Any, n: int, key: str, positive: bool = False, allow_inf: bool = False) -> np.ndarray:
+    def vector(self, v: Any, n: int, key: str, positive: bool = False, allow_inf: bool = False,
+               hi: float | None = None) -> np.ndarray:
         """A scalar (broadcast) or a list of n numbers."""
         vals = [v] * n if not isinstance(v, list | tuple) else list(v)
         if len(vals) != n:
             raise self.error(key, f"a number or a list of {n} numbers", v)
         out = []
         for x in vals:
-            if isinstance(x, bool) or not isinstance(x, int | float) or np.isnan(x) or (
-                    not allow_inf and not np.isfinite(x)):
-                raise self.error(key, f"{'a number' if n == 1 else f'{n} finite numbers'}", v)
-            if positive and x <= 0:
-                raise self.error(key, "numbers > 0", v)
-            out.append(float(x))
+            f = _finite(x, allow_inf)
+            if f is None:
+                raise self.error(key, f"{'a number' if n == 1 else f'{n} finite numbers'}", _short(v))
+            if positive and f <= 0:
+                raise self.error(key, "numbers > 0", _short(v))
+            if hi is not None and abs(f) > hi:
+                raise self.error(key, f"numbers within +-{hi:g}", _short(v))
+            out.append(f)
         return np.asarray(out, float)
 
     def matrix(self, v: Any, shape: tuple[int, int], key: str) -> np.ndarray:
@@ -500,14 +541,17 @@ def _parse_ee(r: _Reader, e: Any) -> EEConfig:
     if not isinstance(ws, Mapping):
         raise r.error("ee.workspace", "a mapping {lower: [x, y, z], upper: [x, y, z]} (m, base frame)", ws)
     r.keys(ws, {"lower", "upper"}, "ee.workspace")
-    lo = r.vector(r.req(ws, "lower", "ee.workspace"), 3, "ee.workspace.lower")
-    hi = r.vector(r.req(ws, "upper", "ee.workspace"), 3, "ee.workspace.upper")
+    lo = r.vector(r.req(ws, "lower", "ee.workspace"), 3, "ee.workspace.lower", hi=RANGES["workspace_m"])
+    hi = r.vector(r.req(ws, "upper", "ee.workspace"), 3, "ee.workspace.upper", hi=RANGES["workspace_m"])
     if np.any(lo >= hi):
         raise r.error("ee.workspace", "lower < upper on every axis", {"lower": lo.tolist(), "upper": hi.tolist()})
     rotation = r.boolean(e.get("rotation", False), "ee.rotation")
-    md = r.vector(r.req(e, "max_delta", "ee"), 6 if rotation else 3, "ee.max_delta", positive=True)
-    return EEConfig(lo, hi, md, r.positive(r.req(e, "max_linear_velocity", "ee"), "ee.max_linear_velocity"),
-                    r.positive(e.get("max_angular_velocity", np.pi), "ee.max_angular_velocity"), rotation)
+    md = r.vector(r.req(e, "max_delta", "ee"), 6 if rotation else 3, "ee.max_delta", positive=True,
+                  hi=RANGES["workspace_m"])
+    return EEConfig(lo, hi, md, r.positive(r.req(e, "max_linear_velocity", "ee"), "ee.max_linear_velocity",
+                                           hi=RANGES["ee_linear_velocity"]),
+                    r.positive(e.get("max_angular_velocity", np.pi), "ee.max_angular_velocity",
+                               hi=RANGES["joint_max_velocity"]), rotation)
 
 
 def _parse_camera(r: _Reader, name: str, c: Any) -> CameraConfig:
@@ -515,7 +559,8 @@ def _parse_camera(r: _Reader, name: str, c: Any) -> CameraConfig:
     if not isinstance(c, Mapping):
         raise r.error(w, "a mapping {width, height, fps, intrinsics, extrinsics, source}", c)
     r.keys(c, {"width", "height", "fps", "intrinsics", "extrinsics", "source", "index_or_path", "type"}, w)
-    width, height = r.positive(r.req(c, "width", w), f"{w}.width"), r.positive(r.req(c, "height", w), f"{w}.height")
+    width = r.positive(r.req(c, "width", w), f"{w}.width", hi=RANGES["image_side"])
+    height = r.positive(r.req(c, "height", w), f"{w}.height", hi=RANGES["image_side"])
     if width != int(width) or height != int(height):
         raise r.error(w, "integer width and height", (width, height))
     source = r.choice(c.get("source", c.get("type", "driver")), CAMERA_SOURCES, f"{w}.source")
@@ -529,7 +574,8 @@ def _parse_camera(r: _Reader, name: str, c: Any) -> CameraConfig:
                           for k in ("fx", "fy", "cx", "cy"))
         K = [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
     E = c.get("extrinsics")
-    return CameraConfig(name, int(width), int(height), r.positive(r.req(c, "fps", w), f"{w}.fps"), source, iop,
+    return CameraConfig(name, int(width), int(height), r.positive(r.req(c, "fps", w), f"{w}.fps", hi=RANGES["fps"]),
+                        source, iop,
                         None if K is None else r.matrix(K, (3, 3), f"{w}.intrinsics"),
                         None if E is None else r.matrix(E, (4, 4), f"{w}.extrinsics"))
 
@@ -556,7 +602,7 @@ def _parse_policy(r: _Reader, p: Any, cfg: RobotConfig) -> PolicyConfig:
         elif isinstance(s, Mapping):
             r.keys(s, {"key", "dim"}, w)
             key = r.string(r.req(s, "key", w), f"{w}.key")
-            dim = r.positive(r.req(s, "dim", w), f"{w}.dim")
+            dim = r.positive(r.req(s, "dim", w), f"{w}.dim", hi=RANGES["state_dim"])
             if dim != int(dim) or (cfg.field_dim(key) not in (None, int(dim))):
                 raise r.error(f"{w}.dim", f"an integer size (built-in {key!r} has {cfg.field_dim(key)})", s["dim"])
             entries.append(StateEntry(key, int(dim)))
@@ -575,7 +621,7 @@ def _parse_policy(r: _Reader, p: Any, cfg: RobotConfig) -> PolicyConfig:
         raise r.error("policy.observation", "at least one state field or image", dict(o))
     size = o.get("image_size")
     if size is not None:
-        size_v = r.vector(size, 2, "policy.observation.image_size", positive=True)
+        size_v = r.vector(size, 2, "policy.observation.image_size", positive=True, hi=RANGES["image_side"])
         size = (int(size_v[0]), int(size_v[1]))
 
     a = p.get("action") or {}

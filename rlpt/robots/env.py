@@ -42,6 +42,31 @@ FAULT_REASONS = ("nan_action", "invalid_action", "stale_observation", "driver_er
 _ENV_KWARGS = ("driver", "record_path", "save_every", "realtime")
 
 
+# ------------------------------------------------------------------------------------------ actions
+def as_finite_vector(value: Any, dim: int, what: str = "action") -> np.ndarray:
+    """The one validation path for actions and commands: `value` as a finite float64 vector of `dim` values.
+
+    Anything that is not an array (or array-like) of booleans, integers or floats of that size -- whatever its
+    type, and whatever its conversion raises (a number too large for float64, a tensor that requires grad or
+    lives on a GPU, a ragged list, strings, complex numbers) -- raises `RobotSafetyError` with reason
+    ``invalid_action``; NaN or inf raise it with reason ``nan_action``. A scalar counts as one value.
+    """
+    try:
+        raw = np.asarray(value)
+        if raw.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {raw.dtype} is not boolean, integer or float")
+        a = raw.astype(np.float64)
+    except Exception as e:  # noqa: BLE001 -- any conversion failure is an invalid action, never an escape
+        raise RobotSafetyError(f"{what} is not numeric ({type(value).__name__}): {type(e).__name__}: {e}",
+                               "invalid_action") from None
+    a = a.reshape(-1) if a.ndim <= 1 else a
+    if a.shape != (dim,):
+        raise RobotSafetyError(f"{what} has shape {raw.shape}; expected ({dim},)", "invalid_action")
+    if not np.all(np.isfinite(a)):
+        raise RobotSafetyError(f"{what} contains NaN or inf: {a.tolist()}", "nan_action")
+    return a
+
+
 # ------------------------------------------------------------------------------------------- limits
 def clip_command(config: RobotConfig, command: np.ndarray, obs: RobotObservation,
                  prev_gripper: float | None = None) -> tuple[np.ndarray, list[str]]:
@@ -57,11 +82,7 @@ def clip_command(config: RobotConfig, command: np.ndarray, obs: RobotObservation
     Returns (clipped command, names of the limits that changed it). Raises `RobotSafetyError` for a
     non-finite command and `RobotDriverError` when `obs` lacks (or has non-finite) state the limits need.
     """
-    c = np.asarray(command, float).reshape(-1)
-    if c.shape != (config.command_dim,):
-        raise RobotSafetyError(f"command has shape {c.shape}; expected ({config.command_dim},)", "invalid_action")
-    if not np.all(np.isfinite(c)):
-        raise RobotSafetyError(f"command contains NaN or inf: {c.tolist()}", "nan_action")
+    c = as_finite_vector(command, config.command_dim, "command")
     out, why = c.copy(), []
     n, dt = config.main_dim, config.dt
 
@@ -393,15 +414,9 @@ class RobotEnv(gym.Env):
             return self._fault_result()
         cfg = self.config
         try:
-            a = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            return self._trip("invalid_action", f"action is not numeric: {e}")
-        a = a.reshape(-1) if a.ndim <= 1 else a
-        if a.shape != self.action_space.shape:
-            return self._trip("invalid_action", f"action has shape {np.shape(action)}; expected "
-                                                 f"{self.action_space.shape}")
-        if not np.all(np.isfinite(a)):
-            return self._trip("nan_action", f"action contains NaN or inf: {a.tolist()}")
+            a = as_finite_vector(action, self.action_space.shape[0], "action")
+        except RobotSafetyError as e:
+            return self._trip(e.reason, str(e))
         with self._lock:
             if self._fault is not None:  # the watchdog fired while the policy was thinking
                 return self._fault_result()

@@ -11,9 +11,15 @@ observation), stops the robot when a command is malformed, when the client disco
 command arrives within its ``safety.watchdog_timeout_s`` (so a dead client cannot leave the arm moving).
 One client controls the robot at a time.
 
+Limits (see docs/security.md): before authentication a frame may be at most `MAX_AUTH_FRAME` bytes and the whole
+handshake must finish within ``handshake_timeout_s`` (a total deadline, not per read); at most
+``max_connections`` connections are open at once (more are refused with one line); a frame whose header is
+malformed (bad JSON, nesting deeper than `MAX_DEPTH`, negative or oversized shapes) is answered with one
+``{"ok": false, "error": "protocol error: ..."}`` line and the connection is closed.
+
 Wire protocol (TCP, version 1). Every message is one frame::
 
-    frame   = u32 N (big-endian) | payload (N bytes, N <= 64 MiB)
+    frame   = u32 N (big-endian) | payload (N bytes, N <= 64 MiB; N <= 4 KiB before authentication)
     payload = u32 H (big-endian) | header (H bytes of UTF-8 JSON) | blob_0 | blob_1 | ...
     header  = {"msg": <message>, "blobs": [len(blob_0), len(blob_1), ...]}
 
@@ -44,6 +50,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import socket
 import struct
@@ -56,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from rlpt.errors import (
+    InputLimitError,
     RobotConfigError,
     RobotConnectionError,
     RobotDriverError,
@@ -63,6 +71,7 @@ from rlpt.errors import (
     RobotSafetyError,
 )
 from rlpt.robots.drivers.base import BaseDriver, Command, RobotDriver, RobotObservation, make_driver
+from rlpt.utils import read_bounded
 
 log = logging.getLogger("rlpt.robots.remote")
 
@@ -70,6 +79,10 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 50100
 DEFAULT_TOKEN_ENV = "RLPT_ROBOT_TOKEN"
 MAX_FRAME = 64 * 2**20
+MAX_AUTH_FRAME = 4096  # a challenge or an auth message is a few hundred bytes
+MAX_DEPTH = 32  # nesting of lists/objects in a message
+MAX_NDIM = 32  # numpy's own limit on array dimensions
+MAX_CONNECTIONS = 8
 _MAC_PREFIX = b"rlpt-robot-v1"
 
 
@@ -109,41 +122,55 @@ def decode_message(payload: bytes) -> Any:
     if len(payload) < 4:
         raise ProtocolError("frame shorter than its header length field")
     (hlen,) = struct.unpack(">I", payload[:4])
+    if 4 + hlen > len(payload):
+        raise ProtocolError(f"frame header length {hlen} exceeds the frame ({len(payload)} bytes)")
     try:
         header = json.loads(payload[4:4 + hlen].decode())
-        sizes = [int(s) for s in header["blobs"]]
+        if not isinstance(header, dict) or not isinstance(header.get("blobs"), list):
+            raise TypeError("the header must be an object with a 'blobs' list")
+        sizes = [s for s in header["blobs"] if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
+        if len(sizes) != len(header["blobs"]):
+            raise ValueError(f"blob sizes must be integers >= 0; got {header['blobs']!r:.100}")
+    except RecursionError:
+        raise ProtocolError("malformed frame header: nested too deeply") from None
     except (ValueError, KeyError, TypeError) as e:
-        raise ProtocolError(f"malformed frame header: {e}") from e
-    if 4 + hlen + sum(sizes) != len(payload) or any(s < 0 for s in sizes):
+        raise ProtocolError(f"malformed frame header: {e}") from None
+    if 4 + hlen + sum(sizes) != len(payload):
         raise ProtocolError("frame blob sizes do not match its length")
     offsets = np.cumsum([4 + hlen] + sizes).tolist()
 
-    def dec(o: Any) -> Any:
+    def array(o: dict) -> np.ndarray:
+        i, shape, dt = o.get("__nd__"), o.get("shape"), o.get("dtype")
+        try:
+            dt = np.dtype(dt) if isinstance(dt, str) else None
+        except TypeError:
+            dt = None
+        ok_shape = isinstance(shape, list) and len(shape) <= MAX_NDIM and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        if (dt is None or dt.kind not in "biuf" or not isinstance(i, int) or isinstance(i, bool)
+                or not 0 <= i < len(sizes) or not ok_shape or math.prod(shape) * dt.itemsize != sizes[i]):
+            raise ProtocolError(f"bad array reference {json.dumps(o)[:200]} (expected __nd__: a blob index, "
+                                f"dtype: bool/int/uint/float, shape: <= {MAX_NDIM} sizes >= 0 matching the blob)")
+        count = math.prod(shape)
+        return np.frombuffer(payload, dt, count=count, offset=offsets[i]).reshape(shape).copy()
+
+    def dec(o: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
         if isinstance(o, dict):
             if "__nd__" in o:
-                try:
-                    i, dt, shape = int(o["__nd__"]), np.dtype(o["dtype"]), tuple(int(s) for s in o["shape"])
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ProtocolError(f"malformed array reference {o!r}") from e
-                if dt.kind not in "biuf" or not 0 <= i < len(sizes) or int(np.prod(shape)) * dt.itemsize != sizes[i]:
-                    raise ProtocolError(f"bad array reference {o!r}")
-                return np.frombuffer(payload, dt, count=int(np.prod(shape)), offset=offsets[i]).reshape(shape).copy()
-            return {k: dec(v) for k, v in o.items()}
+                return array(o)
+            return {k: dec(v, depth + 1) for k, v in o.items()}
         if isinstance(o, list):
-            return [dec(v) for v in o]
+            return [dec(v, depth + 1) for v in o]
         return o
 
-    return dec(header.get("msg"))
+    return dec(header.get("msg"), 0)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise ConnectionError("connection closed by the peer")
-        buf += chunk
-    return bytes(buf)
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    return read_bounded(sock.recv, n, limit=MAX_FRAME, deadline=deadline, set_timeout=sock.settimeout,
+                        what="frame", chunk=1 << 20)
 
 
 def _keepalive(sock: socket.socket) -> None:
@@ -159,11 +186,18 @@ def send_message(sock: socket.socket, msg: Any) -> None:
     sock.sendall(encode_message(msg))
 
 
-def recv_message(sock: socket.socket) -> Any:
-    (n,) = struct.unpack(">I", _recv_exact(sock, 4))
-    if n > MAX_FRAME:
-        raise ProtocolError(f"incoming frame of {n} bytes exceeds the {MAX_FRAME}-byte limit")
-    return decode_message(_recv_exact(sock, n))
+def recv_message(sock: socket.socket, max_bytes: int = MAX_FRAME, deadline: float | None = None) -> Any:
+    """One message; its frame may be at most `max_bytes` long and must arrive before `deadline` (a
+    `time.monotonic()` instant; TimeoutError after it, however slowly the bytes trickle in)."""
+    (n,) = struct.unpack(">I", _recv_exact(sock, 4, deadline))
+    if n > max_bytes:
+        raise ProtocolError(f"incoming frame of {n} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        payload = read_bounded(sock.recv, n, limit=max_bytes, deadline=deadline, set_timeout=sock.settimeout,
+                               what="frame", chunk=1 << 20)
+    except InputLimitError as e:
+        raise ProtocolError(str(e)) from None
+    return decode_message(payload)
 
 
 # ------------------------------------------------------------------------------------------ auth
@@ -223,17 +257,21 @@ class RobotServer:
     Enforces the config's limits (`clip_command` against a fresh observation) and staleness check on
     every command, and stops the robot on a malformed/NaN command, a driver error, client disconnect and
     the watchdog (no command for ``safety.watchdog_timeout_s`` after the last one).
-    Counters: ``commands``, ``stops``, ``watchdog_stops``, ``rejected``.
+    Before authentication a client gets `MAX_AUTH_FRAME` bytes and ``handshake_timeout_s`` in total; at most
+    ``max_connections`` connections are open at once; malformed frames end the connection with one error line.
+    Counters: ``commands``, ``stops``, ``watchdog_stops``, ``rejected`` (authentication failed, busy, too many
+    connections, protocol errors).
     """
 
     def __init__(self, config, driver: RobotDriver | None = None, host: str = "127.0.0.1", port: int = 0,
                  token: str | None = None, token_env: str | None = DEFAULT_TOKEN_ENV, token_file: str | None = None,
-                 handshake_timeout_s: float = 5.0) -> None:
+                 handshake_timeout_s: float = 5.0, max_connections: int = MAX_CONNECTIONS) -> None:
         self.config = config
         self.driver = driver if driver is not None else make_driver(config)
         self._token = load_token(token, token_env, token_file, where=f"robot server for {config.source}")
         self.host, self.port = host, int(port)
         self.handshake_timeout_s = handshake_timeout_s
+        self.max_connections = int(max_connections)
         self._lock = threading.RLock()  # serialises driver calls
         self._client_lock = threading.Lock()  # one controlling client
         self._closed = threading.Event()
@@ -336,20 +374,39 @@ class RobotServer:
                 continue
             except OSError:
                 return
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._conns) >= self.max_connections:
+                self.rejected += 1
+                log.warning("robot server: rejected connection from %s:%d: %d connections already open "
+                            "(max_connections)", addr[0], addr[1], len(self._conns))
+                self._refuse(conn, f"busy: {self.max_connections} connections already open")
+                continue
+            self._conns.add(conn)
             _keepalive(conn)
             t = threading.Thread(target=self._handle, args=(conn, addr), name="rlpt-robot-server-client", daemon=True)
             t.start()
             self._threads.append(t)
 
+    @staticmethod
+    def _refuse(conn: socket.socket, error: str) -> None:
+        """Send one error line (best effort, never blocking long) and close."""
+        try:
+            conn.settimeout(0.2)
+            send_message(conn, {"ok": False, "error": error})
+        except (OSError, ProtocolError):
+            pass
+        finally:
+            conn.close()
+
     def _handle(self, conn: socket.socket, addr) -> None:
         peer = f"{addr[0]}:{addr[1]}"
-        self._conns.add(conn)
         controlling = False
         try:
+            deadline = time.monotonic() + self.handshake_timeout_s  # for the whole handshake, not per read
             conn.settimeout(self.handshake_timeout_s)
             nonce = os.urandom(32)
             send_message(conn, {"op": "challenge", "nonce": nonce.hex(), "version": PROTOCOL_VERSION})
-            msg = recv_message(conn)
+            msg = recv_message(conn, MAX_AUTH_FRAME, deadline)
             mac = msg.get("mac") if isinstance(msg, dict) and msg.get("op") == "auth" else None
             if not isinstance(mac, str) or not hmac.compare_digest(_mac(self._token, nonce), mac.encode()):
                 self.rejected += 1
@@ -369,8 +426,18 @@ class RobotServer:
             log.info("robot server: client %s connected", peer)
             conn.settimeout(None)
             self._serve(conn)
-        except (OSError, ConnectionError, ProtocolError) as e:
+        except ProtocolError as e:
+            self.rejected += 1
+            log.warning("robot server: closed connection from %s: protocol error: %s", peer, e)
+            self._refuse(conn, f"protocol error: {e}")
+        except TimeoutError:
+            self.rejected += 1
+            log.warning("robot server: closed connection from %s: no authentication within %s s",
+                        peer, self.handshake_timeout_s)
+        except (OSError, ConnectionError) as e:
             log.info("robot server: connection from %s ended: %s", peer, e)
+        except Exception as e:  # never a traceback from a server thread: one line, then the robot is stopped
+            log.error("robot server: connection from %s failed: %s: %s", peer, type(e).__name__, e)
         finally:
             self._conns.discard(conn)
             if controlling:
@@ -469,12 +536,13 @@ class RemoteDriver(BaseDriver):
             raise RobotConnectionError(f"{self._where}: cannot connect: {e}") from e
         try:
             _keepalive(sock)
-            hello = recv_message(sock)
+            deadline = time.monotonic() + float(o["connect_timeout_s"])
+            hello = recv_message(sock, 64 * 2**10, deadline)
             if not isinstance(hello, dict) or hello.get("op") != "challenge" or \
                     hello.get("version") != PROTOCOL_VERSION:
                 raise ProtocolError(f"unexpected greeting {hello!r} (protocol version {PROTOCOL_VERSION} expected)")
             send_message(sock, {"op": "auth", "mac": _mac(token, bytes.fromhex(hello["nonce"])).decode()})
-            reply = recv_message(sock)
+            reply = recv_message(sock, 64 * 2**10, deadline)
         except (OSError, ConnectionError, ValueError) as e:
             sock.close()
             raise RobotConnectionError(f"{self._where}: handshake failed: {e}") from e
