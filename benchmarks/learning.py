@@ -32,7 +32,8 @@ import torch
 from rlpt.agents.base import AGENT_REGISTRY
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
-from rlpt.train import _load_dataset, load_recipe, train
+from rlpt.eval.stats import bootstrap_diff_ci
+from rlpt.train import _load_dataset, load_recipe, ope_report, train
 from rlpt.utils import merge_nested, set_seed, spearman, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
@@ -73,6 +74,7 @@ def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
     history = np.array(agent.ope_history)
     has_truth = np.isfinite(history[:, 4]) if len(history) else np.zeros(0, bool)
     rho = spearman(history[has_truth, 2], history[has_truth, 4]) if has_truth.sum() >= 3 else None
+    report = ope_report(agent.ope_history, lambda r: norm(r, refs))
     online_curve = [(0, offline.normalized_score)]
     t1 = time.time()
     while agent.online_steps < args.online_steps:
@@ -81,6 +83,9 @@ def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
         online_curve.append((agent.online_steps, res.normalized_score))
     return {"bc_members": bc_members, "best_bc_member": max(bc_members), "offline_score": offline.normalized_score,
             "ope_spearman": rho, "ope_pairs": history[has_truth][:, [2, 4]].tolist(),
+            "ope_noise_sd": agent.ope_noise_sd or None,
+            "ope_iterate_scores_sd": float(np.std(history[:, 2], ddof=1)) if len(history) > 1 else None,
+            "ope_accepted": report.get("accepted"), "acceptances_not_worse": report.get("acceptances_not_worse"),
             "first_online_score": online_curve[1][1] if len(online_curve) > 1 else None,
             "online_curve": online_curve, "online_score": online_curve[-1][1],
             "offline_updates": cfg.critic_steps + cfg.bc_steps + cfg.improve_steps,
@@ -112,8 +117,26 @@ def summarize(results: dict) -> dict:
                "iql": stat("offline_score", "iql"), "calql": stat("offline_score", "calql"),
                "bc": stat("offline_score", "bc"), "unio4_first_online": stat("first_online_score", "unio4"),
                "unio4_online": stat("online_score", "unio4"), "ppo_scratch": stat("online_score", "ppo"),
-               "ope_spearman": stat("ope_spearman", "unio4")}
+               "ope_spearman": stat("ope_spearman", "unio4"), "ope_noise_sd": stat("ope_noise_sd", "unio4"),
+               "ope_iterate_scores_sd": stat("ope_iterate_scores_sd", "unio4"),
+               "acceptances_not_worse": stat("acceptances_not_worse", "unio4")}
+
+        def paired(a: tuple[str, str], b: tuple[str, str], per_seed: dict = per_seed):
+            """Per-seed difference a - b with a paired bootstrap 95% interval (seeds that have both)."""
+            seeds = [s for s, r in per_seed.items() if r.get(a[1], {}).get(a[0]) is not None
+                     and r.get(b[1], {}).get(b[0]) is not None]
+            if len(seeds) < 2:
+                return None
+            return bootstrap_diff_ci([per_seed[s][a[1]][a[0]] for s in seeds],
+                                     [per_seed[s][b[1]][b[0]] for s in seeds], paired=True)
+
+        row["ci"] = {"unio4_minus_iql": paired(("offline_score", "unio4"), ("offline_score", "iql")),
+                     "unio4_minus_best_bc": paired(("offline_score", "unio4"), ("best_bc_member", "unio4")),
+                     "online_minus_offline": paired(("online_score", "unio4"), ("offline_score", "unio4"))}
         t = {}
+        if row["unio4_offline"] and row["iql"]:
+            t["unio4_minus_iql"] = row["unio4_offline"]["mean"] - row["iql"]["mean"]
+            t["unio4_ge_iql"] = t["unio4_minus_iql"] >= 0
         if row["unio4_offline"] and row["best_bc_member"]:
             t["unio4_minus_best_bc"] = row["unio4_offline"]["mean"] - row["best_bc_member"]["mean"]
             t["unio4_ge_best_bc_plus_10"] = t["unio4_minus_best_bc"] >= 10
@@ -122,6 +145,15 @@ def summarize(results: dict) -> dict:
         if row["unio4_first_online"] and row["unio4_offline"]:
             t["first_online_over_offline"] = row["unio4_first_online"]["mean"] / max(row["unio4_offline"]["mean"], 1e-9)
             t["no_collapse_ge_0.9"] = t["first_online_over_offline"] >= 0.9
+            ratios = [r["unio4"]["first_online_score"] / max(r["unio4"]["offline_score"], 1e-9)
+                      for r in per_seed.values() if r.get("unio4", {}).get("first_online_score") is not None]
+            t["first_online_over_offline_per_seed"] = ratios
+            t["no_collapse_every_seed"] = bool(ratios) and min(ratios) >= 0.9
+        if row["unio4_online"] and row["unio4_offline"]:
+            t["online_minus_offline"] = row["unio4_online"]["mean"] - row["unio4_offline"]["mean"]
+            t["online_ge_offline_plus_10"] = t["online_minus_offline"] >= 10
+        if row["acceptances_not_worse"]:
+            t["acceptances_not_worse_ge_0.8"] = row["acceptances_not_worse"]["mean"] >= 0.8
         if row["unio4_online"] and row["ppo_scratch"]:
             t["unio4_online_beats_ppo_scratch"] = row["unio4_online"]["mean"] > row["ppo_scratch"]["mean"]
         row["targets"] = t
