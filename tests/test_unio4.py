@@ -302,10 +302,10 @@ def test_offline_pipeline_beats_random(trained, dataset):
     assert [h[0] for h in agent.ope_history[: agent.config.ensemble_size]] == [900.0] * 3
     ope_logs = [m for _, m in logged if "ope/score" in m]
     assert len(ope_logs) >= evals - 1 and all(math.isfinite(m["ope/score"]) for m in ope_logs)
-    # the hand-off is the best member by OPE, and its policy is that member's reference policy
+    # the hand-off is the best member by OPE, and its policy is that member's last iterate (hand_off_policy)
     assert agent.selected == int(np.argmax(agent.best_ope))
     x = torch.randn(4, 2)
-    for out, ref in zip(agent.actor(x), agent.ref_policies[agent.selected](x), strict=True):  # mean and log-std
+    for out, ref in zip(agent.actor(x), agent.policies[agent.selected](x), strict=True):  # mean and log-std
         torch.testing.assert_close(out, ref)
     # and it acts well: far better than random, close to the noisy expert's behaviour
     ret = mean_return(agent.act)
@@ -569,3 +569,14 @@ def test_acceptance_with_a_noise_margin_in_the_pipeline(dataset):
     free = tiny_agent(critic_steps=100, dynamics_steps=100, bc_steps=100, improve_steps=100)
     free.fit(dataset, n_steps=free.offline_total_steps)
     assert np.asarray(free.ope_history)[:, 3].sum() > free.config.ensemble_size  # without the margin, more pass
+
+
+def test_hand_off_policy_reference_hands_the_best_ope_reference(dataset):
+    with pytest.raises(ConfigError, match="hand_off_policy"):
+        tiny_agent(hand_off_policy="best")
+    agent = tiny_agent(hand_off_policy="reference", critic_steps=100, dynamics_steps=100, bc_steps=100,
+                       improve_steps=100)
+    agent.fit(dataset, n_steps=agent.offline_total_steps)
+    x = torch.randn(4, 2)
+    for out, ref in zip(agent.actor(x), agent.ref_policies[agent.selected](x), strict=True):
+        torch.testing.assert_close(out, ref)

@@ -11,8 +11,9 @@ Offline, four phases run one after another over one cumulative gradient-step cou
              the learned dynamics, scored by the fixed offline Q) and its reference ("old") policy is replaced
              by the current one only when the score beats the best so far (`accept_candidate`).
 
-At the end, the member whose reference policy has the best OPE score becomes `agent.actor` (chosen by OPE,
-not by env return unless `select_by_env_return`). Online, `learn` runs plain PPO from that actor (its
+At the end, the member whose reference policy has the best OPE score is chosen (by OPE, not by env return unless
+`select_by_env_return`), and its last iterate (`hand_off_policy="last"`, as the original) or its best-OPE
+reference (`"reference"`) becomes `agent.actor`. Online, `learn` runs plain PPO from that actor (its
 state-dependent std kept) with the offline V as the critic's initialisation and the dataset's observation
 normalisation frozen.
 
@@ -23,8 +24,9 @@ normalisation frozen.
 Deviations from the original code (`Lei-Kun/Uni-O4`), each on purpose:
 - dynamics training runs `dynamics_steps` minibatch steps and keeps each member's best-holdout snapshot
   instead of epoch-based early stopping (same effect, fits the step schedule);
-- the policy handed online is the best member's *reference* policy (the best-OPE iterate), where the
-  original hands over a last iterate picked among the top-3 by real-env return;
+- the member handed online is picked by OPE alone (its best reference score), where the original picks the
+  best real-env return among the top-3 by OPE; `hand_off_policy` chooses its last iterate (the original's
+  choice) or its best-OPE reference;
 - critics use the dataset's true terminals (timeouts bootstrap), the original treats timeouts as terminal;
 - the online actor keeps the offline log-std parametrisation exactly (the original re-squashes it);
 - `online_reward_scale` is a constant; the offline V is rescaled by it exactly instead of being re-fitted.
@@ -122,6 +124,8 @@ class UniO4Config(AgentConfig):
     #   start states and model noise; the pooled SD of those scores is the OPE's own noise (`ope_noise_sd`)
     ope_accept_margin: float = 0.0  # [ours] accept a candidate only when its score beats the best so far by more
     #   than this many noise SDs (0 = the paper's rule: any improvement; needs ope_noise_repeats >= 2 when > 0)
+    hand_off_policy: str = "last"  # [paper] "last": the chosen member's last iterate; "reference": its best-OPE
+    #   reference policy (rlpt's default before the critic matched IQL's: better with an under-trained critic)
     select_by_env_return: bool = False  # [ours] if True, `fit` needs eval_env: best env return among top-k by OPE
     select_top_k: int = 3  # [paper] top-3 members by OPE are the candidates when selecting by env return
     eval_episodes: int = 10  # [paper]
@@ -234,6 +238,9 @@ class UniO4(Agent):
             raise ConfigError(f"UniO4Config.diversity must be 'heuristic', 'kl' or 'none', got {config.diversity!r}")
         if config.ensemble_size < 1:
             raise ConfigError(f"UniO4Config.ensemble_size must be >= 1, got {config.ensemble_size}")
+        if config.hand_off_policy not in ("last", "reference"):
+            raise ConfigError(f"UniO4Config.hand_off_policy must be 'last' or 'reference', got "
+                              f"{config.hand_off_policy!r}")
         if config.ope_accept_margin < 0 or (config.ope_accept_margin > 0 and config.ope_noise_repeats < 2):
             raise ConfigError(f"UniO4Config.ope_accept_margin={config.ope_accept_margin} must be >= 0, and > 0 needs "
                               f"ope_noise_repeats >= 2 to measure the noise (got {config.ope_noise_repeats})")
@@ -342,12 +349,17 @@ class UniO4(Agent):
 
     # ------------------------------------------------------------------------------------------ acting
     def acting_policy(self) -> GaussianPolicy:
-        """The online actor after hand-off; before it, the best-OPE reference member (or BC member 0)."""
+        """The online actor after hand-off; before it, the policy `_hand_off` would pick now (or BC member 0)."""
         if self.handed_off:
             return self.actor
         if max(self.best_ope) > -math.inf:
-            return self.ref_policies[int(np.argmax(self.best_ope))]
+            return self._hand_off_source()[int(np.argmax(self.best_ope))]
         return self.policies[0]
+
+    def _hand_off_source(self) -> PolicyEnsemble:
+        """The ensemble the hand-off policy comes from: the last iterates or the best-OPE references."""
+        scored = max(self.best_ope) > -math.inf
+        return self.ref_policies if scored and self.config.hand_off_policy == "reference" else self.policies
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         unit, _ = self.acting_policy().sample(self._features(obs), deterministic, self.gen)
@@ -617,7 +629,8 @@ class UniO4(Agent):
         out: dict[str, Any] = {}
         chosen = order[0]
         if self.config.select_by_env_return:
-            returns = {i: self._env_return(self.ref_policies[i], eval_env) for i in order[: self.config.select_top_k]}
+            source = self._hand_off_source()
+            returns = {i: self._env_return(source[i], eval_env) for i in order[: self.config.select_top_k]}
             chosen = max(returns, key=returns.get)
             out.update({f"eval/return_member{i}": r for i, r in returns.items()})
         self._hand_off(chosen)
@@ -647,11 +660,11 @@ class UniO4(Agent):
         return float(np.mean(returns))
 
     def _hand_off(self, member: int | None = None) -> None:
-        """Online actor <- chosen reference policy; online critic <- offline V (rescaled by the reward scale)."""
+        """Online actor <- the chosen member's last iterate or reference (`hand_off_policy`); online critic <-
+        offline V (rescaled to online reward units)."""
         if member is None:
             member = int(np.argmax(self.best_ope)) if max(self.best_ope) > -math.inf else 0
-        source = self.ref_policies if max(self.best_ope) > -math.inf else self.policies
-        self.actor.load_state_dict(source[member].state_dict())
+        self.actor.load_state_dict(self._hand_off_source()[member].state_dict())
         self.online_v.load_state_dict(self.critic.v.state_dict())
         scale = self.config.online_reward_scale / self.reward_factor
         if scale != 1.0:  # V of (scale * r) is exactly scale * V
