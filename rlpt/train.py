@@ -414,6 +414,7 @@ def ope_report(history: list[list[float]], norm: Callable[[float], float] = floa
     (true_return NaN when not measured; `norm` maps returns to the score scale):
     - the Spearman correlation between OPE scores and true returns over the iterates that have both;
     - `bc_members`: each member's true return when first scored (its BC policy);
+    - `iterates`: every scored iterate as [step, member, true_return];
     - `accepted`: every accepted iterate as [step, member, ope_score, true_return], and the share of acceptances
       (after the first per member) whose true return is >= the reference it replaced.
     """
@@ -429,6 +430,7 @@ def ope_report(history: list[list[float]], norm: Callable[[float], float] = floa
         rep["bc_members"] = [norm(h[4]) for h in sorted((h for h in rows if h[0] == first), key=lambda h: h[1])]
         accepted = [[h[0], int(h[1]), h[2], norm(h[4])] for h in rows if h[3]]
         rep["accepted"] = accepted
+        rep["iterates"] = [[h[0], int(h[1]), norm(h[4])] for h in rows]  # every scored iterate's true return
         last: dict[int, float] = {}
         better = []
         for _, member, _, true in accepted:

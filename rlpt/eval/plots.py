@@ -73,8 +73,9 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
 def plot_offline_to_online(summary: dict, out: str | os.PathLike, title: str | None = None) -> Path:
     """The offline-to-online story of one run from its summary (`rlpt.train.summarize`): left, offline: the
-    data's average episode, each BC member, the true return of every accepted improvement iterate per member,
-    and the evaluated hand-off policy; right, online: the evaluations against env steps. Returns the PNG path."""
+    data's average episode, each BC member, the true return of every scored improvement iterate (dashed) and of
+    each member's reference (steps at acceptances), and the evaluated hand-off policy; right, online: the
+    evaluations against env steps. Returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,11 +103,15 @@ def plot_offline_to_online(summary: dict, out: str | os.PathLike, title: str | N
         xs = [p[0] for p in pts] + [end]
         ys = [p[1] for p in pts] + [pts[-1][1]]
         c = colors[member % len(colors)]
+        its = [(i[0], i[2]) for i in ope.get("iterates") or [] if i[1] == member]
+        if its:
+            ax_off.plot(*zip(*its, strict=True), c=c, lw=0.8, alpha=0.45, ls="--")
         ax_off.step(xs, ys, where="post", c=c, lw=1.3, label=f"member {member} reference")
         ax_off.plot([p[0] for p in pts[1:]], [p[1] for p in pts[1:]], "o", c=c, ms=4)
         ax_off.plot([start], [bc[member]], "s", c=c, ms=6)
     if bc:
         ax_off.plot([], [], "s", c="k", ms=5, label="BC members (squares); dots: accepted iterates")
+        ax_off.plot([], [], c="k", lw=0.8, alpha=0.45, ls="--", label="every scored iterate")
     off = [(e["step"], e[key]) for e in evals.get("offline", []) if e.get(key) is not None]
     if off:
         ax_off.plot(*zip(*off, strict=True), "*", c="k", ms=11, label="evaluated hand-off policy")
