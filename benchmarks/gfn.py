@@ -282,6 +282,50 @@ def summarize(seeds: dict) -> dict:
     return summary
 
 
+def tables(res: dict) -> str:
+    """Markdown tables of a results JSON (what docs/gfn.md quotes): part 1 per seed, then parts 2-3 means."""
+    def ms(xs: list) -> str:
+        xs = [x for x in xs if x is not None]
+        return f"{np.mean(xs):.3f} ± {np.std(xs):.3f}" if xs else "-"
+
+    out, seeds = [], sorted(res["seeds"], key=int)
+    tb = {k: res["seeds"][k]["tb"] for k in seeds if "tb" in res["seeds"][k]}
+    if tb:
+        out += ["| seed | rlpt L1 @1000 | torchgfn L1 @1000 | rlpt it/s | torchgfn it/s | ratio | rlpt it/CPU-s | "
+                "torchgfn it/CPU-s | CPU ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        for k, r in tb.items():
+            a, b = r["rlpt"], r.get("torchgfn") or {}
+            if "curve" not in b:
+                continue
+            ca, cb = a.get("cpu_it_per_s"), b.get("cpu_it_per_s")  # absent in runs before CPU time was recorded
+            cpu = [f"{ca:.1f}", f"{cb:.1f}", f"{ca / cb:.2f}"] if ca and cb else ["-"] * 3
+            out.append(f"| {k} | {a['curve'][-1]['l1']:.3f} | {b['curve'][-1]['l1']:.3f} | {a['it_per_s']:.1f} | "
+                       f"{b['it_per_s']:.1f} | {a['it_per_s'] / b['it_per_s']:.2f} | " + " | ".join(cpu) + " |")
+        steps = [c["step"] for c in next(iter(tb.values()))["rlpt"]["curve"]]
+        out += ["", "| exact L1 (mean ± std over seeds) | " + " | ".join(map(str, steps)) + " |",
+                "|---|" + "---|" * len(steps)]
+        own = all("target" in (r.get("torchgfn") or {}) for r in tb.values())  # older runs: rlpt's reward
+        for side, label in (("rlpt", "rlpt vs rlpt's reward"),
+                            ("torchgfn", f"torchgfn vs {'torchgfn' if own else 'rlpt'}'s reward")):
+            rows = [r[side]["curve"] for r in tb.values() if (r.get(side) or {}).get("curve")]
+            out.append(f"| {label} | " + " | ".join(ms([c[i]["l1"] for c in rows]) for i in range(len(steps))) + " |")
+    tasks = [t for t in TASKS if any(t in res["seeds"][k] for k in seeds)]
+    for task in tasks:
+        runs = [res["seeds"][k][task] for k in seeds if task in res["seeds"][k]]
+        success = ms([r["pretrain"]["curve"][-1]["success_rate"] for r in runs])
+        out += ["", f"{task}: OC-GFN pretraining success {success} ({len(runs)} seeds)", "",
+                "| reward | scratch TB L1 @final | exact conversion L1 | amortized L1 @final | exact within 1/3 | "
+                "amortized within 1/3 |", "|---|---|---|---|---|---|"]
+        for name in TASKS[task]["rewards"]:
+            cells = [r["adapt"][name] for r in runs if name in r["adapt"]]
+            out.append(f"| {name} | {ms([c['scratch_final_l1'] for c in cells])} | "
+                       f"{ms([c['exact']['l1'] for c in cells])} | "
+                       f"{ms([c['amortized']['curve'][-1]['l1'] for c in cells])} | "
+                       f"{sum(c['target_exact_within_third'] for c in cells)}/{len(cells)} | "
+                       f"{sum(c['target_amortized_within_third'] for c in cells)}/{len(cells)} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -299,7 +343,11 @@ def main() -> None:
     p.add_argument("--skip-torchgfn", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gfn.json"))
     p.add_argument("--merge", nargs="+", metavar="JSON", help="merge results of parallel runs into --out and exit")
+    p.add_argument("--table", action="store_true", help="print the markdown tables of --out (docs/gfn.md) and exit")
     args = p.parse_args()
+    if args.table:
+        print(tables(json.loads(Path(args.out).read_text())))
+        return
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         seeds = merge_nested([part["seeds"] for part in parts], depth=2)
