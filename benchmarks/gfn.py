@@ -352,7 +352,8 @@ def main() -> None:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         seeds = merge_nested([part["seeds"] for part in parts], depth=2)
         res = {"command": " ".join(["python", *sys.argv]),
-               "parts": [{"file": f, "command": part["command"], "seconds": part.get("seconds")}
+               "parts": [{"file": f, "command": part["command"], "seconds": part.get("seconds"),
+                          "versions": part.get("versions"), "machine": part.get("machine")}
                          for f, part in zip(args.merge, parts, strict=True)],
                "seeds": seeds, "summary": summarize(seeds)}
         write_json(args.out, res)
