@@ -244,6 +244,15 @@ def summarize(seeds: dict) -> dict:
         xs = [x for x in xs if x is not None]
         return {"mean": float(np.mean(xs)), "std": float(np.std(xs)), "n": len(xs)} if xs else None
 
+    def paired_ci(a: list, b: list, n: int = 10000) -> dict | None:
+        """Mean of a - b over seeds and a percentile-bootstrap 95% interval (resampling seeds; crude at 3 seeds)."""
+        d = np.array([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None])
+        if not len(d):
+            return None
+        boot = d[np.random.default_rng(0).integers(0, len(d), (n, len(d)))].mean(1)
+        return {"mean": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+                "n": len(d)}
+
     summary: dict = {}
     runs = list(seeds.values())
     tb = [r["tb"] for r in runs if "tb" in r]
@@ -265,7 +274,9 @@ def summarize(seeds: dict) -> dict:
             "rlpt_final_l1": stat([r["rlpt"]["curve"][-1]["l1"] for r in tb]),
             "torchgfn_final_l1": stat([(t.get("curve") or [{}])[-1].get("l1") for t in tg]),
             "rlpt_final_l1_per_seed": [r["rlpt"]["curve"][-1]["l1"] for r in tb],
-            "torchgfn_final_l1_per_seed": [(t.get("curve") or [{}])[-1].get("l1") for t in tg]}
+            "torchgfn_final_l1_per_seed": [(t.get("curve") or [{}])[-1].get("l1") for t in tg],
+            "final_l1_rlpt_minus_torchgfn": paired_ci([r["rlpt"]["curve"][-1]["l1"] for r in tb],
+                                                     [(t.get("curve") or [{}])[-1].get("l1") for t in tg])}
     for task in TASKS:
         rows = [r[task] for r in runs if task in r]
         if not rows:
