@@ -88,6 +88,49 @@ def tiny(request):
     return BitSeq(4, 2, reward={"name": "bitseq", "n_modes": 3, "beta": 3.0})
 
 
+def reference_hypergrid_reward(x: torch.Tensor, side: int, R0: float, R1: float, R2: float) -> torch.Tensor:
+    """torchgfn's "original" HyperGrid reward (gfn.gym.hypergrid.OriginalReward, EPS = 1e-12), written out here in
+    float64: R0 + R1 * prod(0.25 + EPS < ax) + R2 * prod((0.3 + EPS < ax) & (ax < 0.4 - EPS)), ax = |x/(H-1) - 0.5|."""
+    eps = 1e-12
+    ax = (x.double() / (side - 1) - 0.5).abs()
+    return R0 + (0.25 + eps < ax).all(-1).double() * R1 + ((0.3 + eps < ax) & (ax < 0.4 - eps)).all(-1).double() * R2
+
+
+def test_hypergrid_reward_has_the_standard_modes_and_is_symmetric():
+    env = HyperGrid(2, 16, reward={"name": "hypergrid", "R0": 0.1, "R1": 0.5, "R2": 2.0})
+    x = env.terminals
+    r = env.log_reward(x).double().exp()
+    top = x[r > 2.0 + 0.5]
+    assert sorted(map(tuple, top.tolist())) == [(2, 2), (2, 13), (13, 2), (13, 13)]  # not {2, 12, 13}^2
+    assert (env.reward.mode_group(x) >= 0).sum() == 4
+    assert sorted(env.reward.mode_group(top).tolist()) == [0, 1, 2, 3]  # one cell per orthant
+    for dim, side in [(1, 16), (2, 16), (3, 8), (4, 8), (2, 11), (2, 21), (3, 31), (2, 64)]:
+        env = HyperGrid(dim, side, reward={"name": "hypergrid", "R0": 0.1})
+        x = env.terminals
+        lr = env.log_reward(x)
+        for axis in range(dim):  # x -> H-1-x on any one axis leaves R unchanged
+            m = x.clone()
+            m[:, axis] = side - 1 - m[:, axis]
+            assert torch.equal(env.log_reward(m), lr), (dim, side, axis)
+        per_axis = int(HyperGrid(1, side, reward={"name": "hypergrid"}).reward._ring(torch.arange(side)[:, None]).sum())
+        assert int((env.reward.mode_group(x) >= 0).sum()) == per_axis**dim
+        groups = env.reward.mode_group(x)
+        if per_axis:  # 2^D mode groups (side 11: 8/10 - 0.5 is exactly 0.4, so no cell is in the band)
+            assert sorted(groups[groups >= 0].unique().tolist()) == list(range(2**dim))
+        if side in (8, 16):
+            assert per_axis == 2  # exactly 2^D top cells on the standard sides
+
+
+@pytest.mark.parametrize("dim,side", [(1, 16), (2, 8), (2, 11), (2, 16), (2, 21), (3, 7), (3, 16), (2, 31), (2, 40)])
+@pytest.mark.parametrize("R0", [1e-3, 0.1])
+def test_hypergrid_reward_matches_torchgfn_definition(dim, side, R0):
+    env = HyperGrid(dim, side, reward={"name": "hypergrid", "R0": R0, "R1": 0.5, "R2": 2.0})
+    x = env.terminals
+    ref = reference_hypergrid_reward(x, side, R0, 0.5, 2.0)
+    assert torch.allclose(env.log_reward(x).double(), ref.log(), atol=1e-6)
+    assert torch.equal(env.reward.mode_group(x) >= 0, ref > R0 + 2.0 - 1e-9)
+
+
 def test_optimal_flow_has_zero_balance_losses(tiny):
     env = tiny
     log_pf, log_f, n_par = optimal_flow(env)

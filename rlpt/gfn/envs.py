@@ -55,7 +55,13 @@ class ConstantReward(Reward):
 
 class HyperGridReward(Reward):
     """Bengio et al.'s HyperGrid reward, R0 + R1 * prod(0.25 < |x/(H-1) - 0.5| <= 0.5)
-    + R2 * prod(0.3 < |x/(H-1) - 0.5| < 0.4). Modes are the R2 cells, grouped by orthant (2^D groups)."""
+    + R2 * prod(0.3 < |x/(H-1) - 0.5| < 0.4). Modes are the R2 cells, grouped by orthant (2^D groups).
+
+    The tests are done exactly in integers: with n = H - 1 and d = |2x - n|, |x/n - 0.5| = d / (2n), so
+    `> 0.25` is `2d > n`, `<= 0.5` is `d <= n` (always true), `> 0.3` is `5d > 3n` and `< 0.4` is `5d < 4n`.
+    Comparing the float64 ratio instead lets rounding decide the boundary cells (12/15 - 0.5 = 0.30000000000000004
+    passes `> 0.3` while its mirror 3/15 does not), which gave side 16 nine top cells instead of {2, 13}^2 and a
+    reward that was not symmetric under x -> H-1-x; torchgfn guards the same tests with an epsilon."""
 
     def __init__(self, env: HyperGrid, R0: float = 1e-3, R1: float = 0.5, R2: float = 2.0):
         if R0 <= 0 or R1 < 0 or R2 < 0:
@@ -64,20 +70,24 @@ class HyperGridReward(Reward):
         self.spec = {"name": "hypergrid", "R0": self.R0, "R1": self.R1, "R2": self.R2}
         self.n_modes = 2**env.dim if R2 > 0 else 0
 
-    def _ax(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.double() / (self.env.side - 1) - 0.5).abs()
+    def _dist(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) long: d = |2x - (H-1)|, i.e. 2 (H-1) |x/(H-1) - 0.5| without rounding."""
+        return (2 * x.long() - (self.env.side - 1)).abs()
+
+    def _outer(self, x: torch.Tensor) -> torch.Tensor:
+        d, n = self._dist(x), self.env.side - 1
+        return ((2 * d > n) & (d <= n)).all(-1)  # 0.25 < d/(2n) <= 0.5 on every axis
 
     def _ring(self, x: torch.Tensor) -> torch.Tensor:
-        ax = self._ax(x)
-        return ((ax > 0.3) & (ax < 0.4)).all(-1)
+        d, n = self._dist(x), self.env.side - 1
+        return ((5 * d > 3 * n) & (5 * d < 4 * n)).all(-1)  # 0.3 < d/(2n) < 0.4 on every axis
 
     def log_reward(self, x: torch.Tensor) -> torch.Tensor:
-        ax = self._ax(x)
-        r = self.R0 + self.R1 * ((ax > 0.25) & (ax <= 0.5)).all(-1).double() + self.R2 * self._ring(x).double()
+        r = self.R0 + self.R1 * self._outer(x).double() + self.R2 * self._ring(x).double()
         return r.log().float()
 
     def mode_group(self, x: torch.Tensor) -> torch.Tensor:
-        orthant = ((x.double() > (self.env.side - 1) / 2).long() * (2 ** torch.arange(x.shape[-1]))).sum(-1)
+        orthant = ((2 * x.long() > self.env.side - 1).long() * (2 ** torch.arange(x.shape[-1]))).sum(-1)
         return torch.where(self._ring(x) & (self.R2 > 0), orthant, torch.full_like(orthant, -1))
 
 

@@ -9,7 +9,8 @@ for TB / DB / SubTB with a uniform or learned backward policy.
 
 Networks are rlpt's own `MLP`s (not torchgfn): the nets and samplers here are ~200 lines, carry no dependency
 pins (torchgfn 2.4 requires numpy < 2), and sample a batch-16 HyperGrid trajectory set in a few ms, where
-torchgfn's generic containers spend most of its ~20 ms/step in Python overhead (see docs/gfn.md).
+torchgfn's generic containers spend most of its ~25 CPU-ms per training step in Python overhead (rlpt's step:
+~13; benchmarks/results/gfn.json, docs/gfn.md).
 """
 
 from __future__ import annotations
