@@ -180,3 +180,24 @@ def test_ope_noise_command_reports_noise_beside_the_spread_of_iterate_scores(tmp
     assert report["signal_to_noise"] == pytest.approx(report["iterate_scores_sd"] / report["noise_sd"])
     assert json.loads((Path(summary["run"]) / "ope_noise.json").read_text())["repeats"] == 3
     assert main(["ope", "noise", str(tmp_path)]) != 0  # not a run folder: a one-line error, no traceback
+
+
+def test_quickstart_shows_progress_and_its_story_in_a_log(tmp_path, monkeypatch, capsys):
+    """`rlpt quickstart > log`: one-line statuses for both phases, then the story line (tiny budgets here)."""
+    from rlpt.quickstart import quickstart
+
+    for var in ("CI", "RLPT_QUIET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RLPT_STATUS_SECONDS", "0")
+    data = pendulum_dataset(tmp_path / "pend.hdf5")
+    tiny = {"critic_steps": 60, "dynamics_steps": 40, "bc_steps": 60, "improve_steps": 40, "ope_interval": 20,
+            "q_hidden": [32, 32], "v_hidden": [32, 32], "policy_hidden": [32, 32], "dynamics_hidden": [32],
+            "ope_start_states": 16, "ope_horizon": 5, "ope_noise_repeats": 2, "termination_fn": "none",
+            "online_rollout_steps": 100, "online_minibatch": 50, "online_epochs": 1, "log_interval": 20}
+    brief = quickstart(out_root=tmp_path / "runs", overrides=[
+        f"dataset={data}", "env=mujoco/InvertedPendulum-v5", "online_steps=200", "online_eval_interval=100",
+        "eval_episodes=1", "video_steps=0", *[f"config.{k}={json.dumps(v)}" for k, v in tiny.items()]])
+    out = capsys.readouterr().out
+    assert "unio4 offline: 200/200 (100%)" in out and "unio4 online: 200/200 (100%)" in out
+    assert brief["story"] in out and "best BC member" in brief["story"] and brief["best_bc_member"] is not None
+    assert Path(brief["plot"]).name == "offline_to_online.png"
