@@ -84,7 +84,7 @@ def plot_offline_to_online(summary: dict, out: str | os.PathLike, title: str | N
     key = summary.get("score_metric", "eval/normalized_score")
     ope = summary.get("ope") or {}
     evals = summary.get("evaluations") or {}
-    fig, (ax_off, ax_on) = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True,
+    fig, (ax_off, ax_on) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=110, sharey=True,
                                         gridspec_kw={"width_ratios": [1.2, 1]})
     if summary.get("dataset_score") is not None:
         for ax in (ax_off, ax_on):
@@ -118,7 +118,7 @@ def plot_offline_to_online(summary: dict, out: str | os.PathLike, title: str | N
     ax_off.set_xlabel("offline gradient steps (improvement phase)")
     ax_off.set_ylabel("normalized score" if key == "eval/normalized_score" else "return")
     ax_off.set_title("offline: BC ensemble, then OPE-gated improvement", fontsize=9)
-    ax_off.legend(fontsize=7, loc="lower left")
+    ax_off.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     on = [(e["online_step"], e[key]) for e in evals.get("online", []) if e.get(key) is not None]
     if on:
         ax_on.plot(*zip(*on, strict=True), marker="o", ms=4, c="tab:green", label="online evaluations")
