@@ -3,6 +3,7 @@ and the small losses/updates they all use (expectile loss, Polyak averaging)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -125,8 +126,7 @@ class IQLCritic(nn.Module):
         if target_update_interval < 1:
             raise ConfigError(f"IQLCritic: target_update_interval must be >= 1, got {target_update_interval}")
         self.q = QEnsemble(obs_dim, act_dim, q_hidden, n=2)
-        self.q_target = QEnsemble(obs_dim, act_dim, q_hidden, n=2).requires_grad_(False)
-        self.q_target.load_state_dict(self.q.state_dict())
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)  # a copy: draws nothing from the torch rng
         self.v = ValueNet(obs_dim, v_hidden)
         self.expectile, self.discount, self.tau = expectile, discount, tau
         self.target_update_interval = target_update_interval
