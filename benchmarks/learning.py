@@ -161,6 +161,36 @@ def summarize(results: dict) -> dict:
     return out
 
 
+ROWS = [("unio4_offline", "Uni-O4 offline"), ("best_bc_member", "best Uni-O4 BC ensemble member"), ("iql", "IQL"),
+        ("bc", "BC (deterministic MSE, `agents/bc`)"), ("calql", "Cal-QL, **3,000 updates only**"),
+        ("unio4_first_online", "Uni-O4 first online evaluation (10k steps)"),
+        ("unio4_online", "Uni-O4 after 50k online steps"), ("ppo_scratch", "SB3 PPO from scratch, 51,200 steps"),
+        ("ope_spearman", "Spearman(OPE score, true return)"), ("ope_noise_sd", "OPE noise SD (8 re-scorings)"),
+        ("ope_iterate_scores_sd", "SD of OPE scores across iterates"),
+        ("acceptances_not_worse", "acceptances not worse than the reference replaced")]
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as a markdown table (one column per dataset) plus the paired intervals, for the docs."""
+    names = list(summary)
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, label in ROWS:
+        cells = []
+        for n in names:
+            v = summary[n].get(key)
+            digits = 2 if key in ("ope_spearman", "acceptances_not_worse") else 1
+            cells.append(f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for key, label in (("unio4_minus_iql", "Uni-O4 - IQL"), ("unio4_minus_best_bc", "Uni-O4 - best BC member"),
+                       ("online_minus_offline", "Uni-O4 online - offline")):
+        cells = []
+        for n in names:
+            ci = summary[n].get("ci", {}).get(key)
+            cells.append(f"{ci['diff']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}]" if ci else "-")
+        lines.append(f"| {label}, per-seed mean [95% CI] | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["hopper-medium-replay-v5", "halfcheetah-medium-v5"])
@@ -176,10 +206,14 @@ def main() -> None:
     p.add_argument("--data-root", default="data")
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--results", default=str(RESULTS), help="results JSON (re-running skips finished cells)")
+    p.add_argument("--table", metavar="JSON", help="print a results file's summary as a markdown table and exit")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="merge results files of parallel runs (e.g. one per seed) into --results and exit")
     args = p.parse_args()
     results_path = Path(args.results)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())["summary"]))
+        return
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         merged = merge_nested([part["results"] for part in parts], depth=3)  # parts may split a seed's algorithms
