@@ -8,7 +8,9 @@ Stage 1 (once per seed, cached under --cache): the CPU preset's critics, dynamic
 true-return reporting (5 episodes per scored iterate), then report the handed-off policy's score (10 episodes),
 each member's reference score, Spearman(OPE score, true return) over the scored iterates, and the best true return
 among them. With --critic-lr, the critics are retrained at that lr (same steps) and spliced into the checkpoint.
-Results are appended to --results (JSON lines, one per seed and variant).
+Results are appended to --results (JSON lines, one per seed and variant). The committed
+`unio4_ope_ablation.jsonl` was made with the preset before its critic change (`OLD_PRESET` in
+`benchmarks/unio4_critic.py`); a rerun uses the preset as it is now.
 """
 
 from __future__ import annotations
@@ -64,13 +66,13 @@ def main() -> None:
                 cfg = cls.from_dict({**recipe.config, "seed": seed, "critic_lr": args.critic_lr})
                 b = cfg.create(env.observation_space, env.action_space)
                 b.fit(ds, n_steps=cfg.critic_steps)
-                torch.save({k: getattr(b, k).state_dict() for k in ("q", "q_target", "v")}, cpath)
+                torch.save({k: getattr(b.critic, k).state_dict() for k in ("q", "q_target", "v")}, cpath)
             critics = torch.load(cpath)
         for variant in args.variants:
             over = json.loads(variant)
             agent = Agent.load(ck)
             for k, v in (critics or {}).items():
-                getattr(agent, k).load_state_dict(v)
+                getattr(agent.critic, k).load_state_dict(v)
             for k, v in over.items():
                 setattr(agent.config, k, v)
             agent.config.report_true_returns, agent.config.report_episodes = True, 5
