@@ -251,9 +251,15 @@ def cmd_train(args) -> int:
     if args.resume:
         check_resumable(args.resume)  # the run's saved recipe wins over the file and overrides
     recipe = load_recipe(args.recipe, list(args.overrides))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     summary = train(recipe, out_root=Path(args.out), data_root=data_dir(), resume=args.resume, quiet=args.quiet or None)
-    brief = {k: summary.get(k) for k in ("run", "offline_score", "online_score", "first_online_score", "ope",
-                                          "seconds", "plot", "video")}
+    brief = {k: summary.get(k) for k in ("run", "story", "offline_score", "online_score", "first_online_score",
+                                          "seconds", "plot", "story_plot", "video")}
+    if summary.get("ope"):
+        brief["ope"] = {k: summary["ope"].get(k) for k in ("spearman", "noise_sd", "acceptances_not_worse")}
     print(json.dumps(brief, indent=2))
     return 0
 
@@ -554,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seed=1 config.lr=1e-4")
     t.add_argument("--resume", metavar="RUN", help="continue a killed run from its last checkpoint")
     t.add_argument("--out", default="runs")
+    t.add_argument("--threads", type=int, help="torch threads (default: torch's own; 1 is much faster when other "
+                                               "jobs share the cores and the nets are small, as in the CPU presets)")
     t.set_defaults(func=cmd_train)
 
     tu = nouns.add_parser("tune", help="Ray Tune sweep over a recipe (minutes to hours; embedded or --address)",
