@@ -74,3 +74,17 @@ def test_check_env_video_of_state_env_uses_render(tmp_path):
     report = check_env("mujoco/Hopper-v5", episodes=1, video_path=path, time_limit=5)
     assert report["observation_space"].startswith("Box(-inf, inf, (11,)")
     assert read_video(path).shape == (report["episode_lengths"][0] + 1, 64, 64, 3)
+
+
+def test_videos_are_h264_yuv420p_that_browsers_play(tmp_path):
+    import av
+
+    path = write_video(tmp_path / "clip.mp4", _clip(t=10, h=31, w=45), fps=12.5)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.height, stream.width) == (32, 46)  # odd sides padded to even ones, as yuv420p needs
+        assert abs(float(stream.average_rate) - 12.5) < 1e-6
+        assert sum(1 for _ in container.decode(stream)) == 10
+    video = read_video(path)
+    assert np.abs(video[:, :31, :45].astype(int) - _clip(t=10, h=31, w=45).astype(int)).mean() < 12

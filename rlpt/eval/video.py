@@ -1,4 +1,4 @@
-"""mp4 video writing and reading with OpenCV (`mp4v`, the codec every opencv wheel has).
+"""mp4 video writing (H.264, yuv420p, via PyAV's bundled FFmpeg: plays in browsers) and reading (OpenCV).
 
 Frames are RGB uint8 (T, H, W, 3) on both sides; OpenCV's BGR order stays inside this module.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -41,31 +42,28 @@ def _as_frames(frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
 
 
 def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 30) -> Path:
-    """Write RGB uint8 frames ((T, H, W, 3) array or a list of (H, W, 3)) to an mp4 file.
-
-    The file appears atomically (temp file, then rename). Returns the path written.
+    """Write RGB uint8 frames ((T, H, W, 3) array or a list of (H, W, 3)) to an H.264 mp4 that browsers play
+    (yuv420p, `faststart`). yuv420p needs even sides, so an odd height or width gets one replicated edge row or
+    column. The file appears atomically (temp file, then rename). Returns the path written.
     """
+    import av
+
     array = _as_frames(frames)
     if not np.isfinite(fps) or fps <= 0:
         raise RlptError(f"write_video: fps must be > 0, got {fps}")
+    pad_h, pad_w = array.shape[1] % 2, array.shape[2] % 2
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     height, width = array.shape[1:3]
 
     def write(tmp: str) -> None:
-        # OpenCV picks the container from the extension, so encode to "<tmp>.mp4" first.
-        tmp_mp4 = tmp + ".mp4"
-        writer = cv2.VideoWriter(tmp_mp4, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-        try:
-            if not writer.isOpened():
-                raise RlptError(f"write_video: OpenCV could not open an mp4v writer for {path} ({width}x{height})")
+        with av.open(tmp, mode="w", format="mp4", options={"movflags": "faststart"}) as container:
+            stream = container.add_stream("libx264", rate=Fraction(float(fps)).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": "20", "preset": "veryfast"}
             for frame in array:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
-        try:
-            os.replace(tmp_mp4, tmp)
-        finally:
-            if os.path.exists(tmp_mp4):
-                os.unlink(tmp_mp4)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder
 
     return atomic_write(path, write)
 
