@@ -93,6 +93,8 @@ def run_arm(arm: str, ck: Path, ds, eval_env, norm, args) -> dict:
                                          args.amq_horizon, args.seed)
     if "C" in arm:
         agent.config.improve_clip_action = True
+    for key, value in json.loads(args.ope_overrides).items():  # OPE settings of the improvement phase
+        setattr(agent.config, key, value)
     agent.config.report_true_returns, agent.config.report_episodes = True, args.episodes
     t0 = time.time()
     agent.fit(ds, n_steps=10**9, eval_env=eval_env)
@@ -118,6 +120,8 @@ def main() -> None:
     p.add_argument("--extra-critic-steps", type=int, default=40_000)
     p.add_argument("--extra-critic-lr", type=float, default=3e-4)
     p.add_argument("--new-critic-steps", type=int, default=25_000)
+    p.add_argument("--ope-overrides", default="{}", help="JSON of UniO4Config OPE fields for the improvement phase, "
+                                                         "e.g. '{\"ope_horizon\": 1000}'")
     p.add_argument("--episodes", type=int, default=5, help="episodes per true-return estimate")
     p.add_argument("--amq-start-states", type=int, default=512)
     p.add_argument("--amq-horizon", type=int, default=200)
@@ -145,9 +149,9 @@ def main() -> None:
         print(f"post-BC checkpoint {ck} in {time.time() - t0:.0f} s", flush=True)
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
-    results.update({"command": "python " + " ".join(sys.argv), "preset": args.preset, "config": config,
-                    "dataset": recipe.dataset, "seed": args.seed, "machine": platform.platform(),
-                    "torch": torch.__version__})
+    results.update({"command": "python " + " ".join(sys.argv), "ope_overrides": json.loads(args.ope_overrides),
+                    "preset": args.preset, "config": config, "dataset": recipe.dataset, "seed": args.seed,
+                    "machine": platform.platform(), "torch": torch.__version__})
     results.setdefault("arms", {})
     for arm in args.arms:
         t0 = time.time()
