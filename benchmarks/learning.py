@@ -34,7 +34,7 @@ from rlpt.envs import make_env
 from rlpt.eval import evaluate
 from rlpt.eval.stats import bootstrap_diff_ci
 from rlpt.train import _load_dataset, load_recipe, ope_report, train
-from rlpt.utils import merge_nested, set_seed, spearman, write_json
+from rlpt.utils import merge_nested, set_seed, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 
@@ -73,8 +73,7 @@ def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
     offline_seconds = time.time() - t0
     history = np.array(agent.ope_history)
     has_truth = np.isfinite(history[:, 4]) if len(history) else np.zeros(0, bool)
-    rho = spearman(history[has_truth, 2], history[has_truth, 4]) if has_truth.sum() >= 3 else None
-    report = ope_report(agent.ope_history, lambda r: norm(r, refs))
+    report = ope_report(agent.ope_history, lambda r: norm(r, refs))  # Spearman, BC members, acceptances
     online_curve = [(0, offline.normalized_score)]
     t1 = time.time()
     while agent.online_steps < args.online_steps:
@@ -82,7 +81,7 @@ def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
         res = evaluate(agent, recipe.env, args.eval_episodes, seed=10_000 + seed, ref_scores=refs)
         online_curve.append((agent.online_steps, res.normalized_score))
     return {"bc_members": bc_members, "best_bc_member": max(bc_members), "offline_score": offline.normalized_score,
-            "ope_spearman": rho, "ope_pairs": history[has_truth][:, [2, 4]].tolist(),
+            "ope_spearman": report.get("spearman"), "ope_pairs": history[has_truth][:, [2, 4]].tolist(),
             "ope_noise_sd": agent.ope_noise_sd or None,
             "ope_iterate_scores_sd": float(np.std(history[:, 2], ddof=1)) if len(history) > 1 else None,
             "ope_accepted": report.get("accepted"), "acceptances_not_worse": report.get("acceptances_not_worse"),
