@@ -578,13 +578,12 @@ class UniO4(Agent):
             raise ConfigError(f"UniO4.ope_noise: repeats must be >= 2 to measure a spread, got {repeats}")
         if not self.stats_ready:
             raise ConfigError("UniO4.ope_noise: the agent has no dataset statistics yet; fit it first")
-        data = dataset  # only observations are read: the source dataset and its training view share them
         members = list(range(self.config.ensemble_size)) if members is None else list(members)
         rng = np.random.default_rng(self.config.seed + 4243)  # its own stream: measuring never shifts training
         scores = np.zeros((len(members), repeats))
         for r in range(repeats):
-            idx = rng.choice(data.transition_indices(), size=self.config.ope_start_states)
-            start = self._encode_chunked(self._batch(data, idx)["observations"])
+            idx = rng.choice(dataset.transition_indices(), size=self.config.ope_start_states)
+            start = self._encode_chunked(self._batch(dataset, idx)["observations"])  # observations only
             gen = generator_for(self.device, self.config.seed + 31 * r + 1)
             for j, i in enumerate(members):
                 scores[j, r] = amq_score(self.policies[i], self.dynamics, self.critic.q, start, self.config.ope_horizon,
