@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rlpt.agents.base import AGENT_REGISTRY, Agent
-from rlpt.agents.common import generator_for
+from rlpt.agents.core import generator_for
 from rlpt.agents.unio4 import amq_score
 from rlpt.envs import make_env
 from rlpt.train import _load_dataset, load_recipe
@@ -51,7 +51,7 @@ def bc_member_report(agent, ds, eval_env, norm, episodes: int, n_start: int, hor
     data, _, _ = agent._prepare(ds)
     idx = np.random.default_rng(seed + 99).choice(data.transition_indices(), size=n_start)
     start = agent._encode_chunked(agent._batch(data, idx)["observations"])
-    amq = [amq_score(agent.policies[i], agent.dynamics, agent.critic.q, start, horizon, agent.normalizer,
+    amq = [amq_score(agent.policies.member(i), agent.dynamics, agent.critic.q, start, horizon, agent.normalizer,
                      agent.termination_fn, generator_for(agent.device, seed + 7919))
            for i in range(agent.config.ensemble_size)]
     true = [norm(agent.member_return(i, eval_env, episodes)) for i in range(agent.config.ensemble_size)]
@@ -63,7 +63,7 @@ def run_arm(arm: str, ck: Path, ds, eval_env, norm, args) -> dict:
     set_seed(args.seed)
     out: dict = {"arm": arm}
     if "N" in arm:
-        from rlpt.agents.common import return_range_scale
+        from rlpt.agents.core import return_range_scale
         from rlpt.nets.critics import IQLCritic
 
         c = agent.config

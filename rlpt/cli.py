@@ -191,7 +191,7 @@ def cmd_ope_noise(args) -> int:
     if ckpt is None:
         raise RlptError(f"{run.path} holds no checkpoint to score")
     agent = rlpt.load(ckpt)
-    if not hasattr(agent, "ope_noise"):
+    if not agent.reports_ope:
         raise RlptError(f"{ckpt}: agent '{agent.config.__class__.__name__}' has no offline policy evaluation")
     recipe = Recipe.from_dict(read_yaml(run.config_path)["recipe"], str(run.config_path))
     dataset = _load_dataset(recipe, data_dir(), quiet=True)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from rlpt.agents.base import Agent, read_agent_meta
-from rlpt.agents.common import from_unit
+from rlpt.agents.core import from_unit
 from rlpt.errors import CheckpointError, ConfigError, RlptError
 from rlpt.utils import file_sha256
 
@@ -112,7 +112,7 @@ class FloatFeatures(nn.Module):
 
 
 class TanhMean(nn.Module):
-    """Deterministic action of a tanh-Gaussian actor: `tanh(mu(trunk(x)))` (Cal-QL, SB3 SAC)."""
+    """Deterministic action of SB3 SAC's actor: `tanh(mu(latent_pi(x)))`."""
 
     def __init__(self, trunk: nn.Module, mu: nn.Module):
         super().__init__()
@@ -122,15 +122,15 @@ class TanhMean(nn.Module):
         return torch.tanh(self.mu(self.trunk(x)))
 
 
-class GaussianMean(nn.Module):
-    """Deterministic action of a `GaussianPolicy` (Uni-O4): its mean."""
+class DeterministicAction(nn.Module):
+    """The deterministic action of any rlpt `GaussianActor` (its mean, tanh-squashed where the actor squashes)."""
 
-    def __init__(self, policy: nn.Module):
+    def __init__(self, actor: nn.Module):
         super().__init__()
-        self.policy = policy
+        self.actor = actor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.policy(x)[0]
+        return self.actor.deterministic_action(x)
 
 
 class SB3PPOHead(nn.Module):
@@ -151,7 +151,7 @@ def _rlpt_state_policy(agent: Any, head: nn.Module) -> nn.Module:
 
 
 def _unio4_policy(agent: Any) -> nn.Module:
-    head = GaussianMean(agent.acting_policy())
+    head = DeterministicAction(agent.acting_policy())
     if agent.encoder is None:
         features: nn.Module = FlatNormalize(agent.normalizer)
     else:
@@ -190,9 +190,9 @@ def _sb3_policy(agent: Any) -> nn.Module:
 
 #: agent name -> builder of its acting module (weights shared with the agent; `policy_module` copies them)
 POLICY_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
-    "bc": lambda agent: _rlpt_state_policy(agent, agent.actor),  # PolicyNet.forward: tanh(MLP(obs))
-    "iql": lambda agent: _rlpt_state_policy(agent, agent.actor),
-    "calql": lambda agent: _rlpt_state_policy(agent, TanhMean(agent.actor.latent_pi, agent.actor.mu)),
+    "bc": lambda agent: _rlpt_state_policy(agent, DeterministicAction(agent.actor)),
+    "iql": lambda agent: _rlpt_state_policy(agent, DeterministicAction(agent.actor)),
+    "calql": lambda agent: _rlpt_state_policy(agent, DeterministicAction(agent.actor)),
     "unio4": _unio4_policy,
     "sb3_ppo": _sb3_policy,
     "sb3_sac": _sb3_policy,

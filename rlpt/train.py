@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import sys
 import time
 from collections.abc import Callable
@@ -230,20 +229,22 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
             print(f"{run.path} holds no checkpoint yet; starting it from scratch")
         cfg_dict = {"seed": recipe.seed, **recipe.config}
         if recipe.pretrained is not None:
-            if "pretrained" not in {f.name for f in dataclasses.fields(agent_cls.config_class)}:
+            if not agent_cls.takes_pretrained:
                 raise ConfigError(f"{recipe.name}: pretrained={recipe.pretrained} was given but agent "
                                   f"'{recipe.agent}' takes no pretrained checkpoint")
             cfg_dict["pretrained"] = recipe.pretrained
         config = agent_cls.config_class.from_dict(cfg_dict, source=recipe.name)
         agent = config.create(env.observation_space, env.action_space)
-        if dataset is not None and hasattr(agent, "set_dataset_stats"):
-            agent.set_dataset_stats(dataset)
     offline_total = recipe.offline_steps
     if offline_total == "auto":
-        offline_total = int(getattr(agent, "offline_total_steps", 0))
+        offline_total = agent.offline_total_steps
     offline_total = int(offline_total)
     if offline_total and dataset is None:
         raise ConfigError(f"{recipe.name}: offline_steps={offline_total} needs a dataset")
+    if offline_total and not agent.trains_offline:
+        raise ConfigError(f"{recipe.name}: agent '{recipe.agent}' does not train offline; set offline_steps=0")
+    if recipe.online_steps and not agent.trains_online:
+        raise ConfigError(f"{recipe.name}: agent '{recipe.agent}' does not train online; set online_steps=0")
     run.write_config({"recipe": dataclasses.asdict(recipe), "agent_config": agent.config.to_dict(),
                       "env": recipe.env, "ref_scores": list(ref_scores) if ref_scores else None,
                       "offline_total_steps": offline_total, "device": str(agent.device),
@@ -282,7 +283,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
 
     evals: dict[str, list[dict]] = {"offline": [], "online": []}
     fit_kwargs: dict[str, Any] = {}
-    if "eval_env" in inspect.signature(agent.fit).parameters:  # agents that report/select with an env
+    if agent.scores_with_env:  # agents that report/select with an env
         fit_kwargs["eval_env"] = make_env(eval_env_spec, seed=recipe.seed + 1, **recipe.env_options)
     stop = {"flag": False}
 
@@ -400,10 +401,10 @@ def summarize(recipe: Recipe, agent, evals: dict[str, list[dict]], ref_scores, d
     if first_online is not None and off is not None:
         out["first_online_score"] = score(first_online)
         out["first_online_step"] = first_online["online_step"]
-    history = getattr(agent, "ope_history", None)
+    history = agent.ope_history if agent.reports_ope else None
     if history:
         out["ope"] = ope_report(history, norm)
-        if getattr(agent, "ope_noise_sd", 0.0):
+        if agent.ope_noise_sd:
             out["ope"]["noise_sd"] = agent.ope_noise_sd
     out["story"] = story_line(out)
     return out

@@ -17,7 +17,7 @@ from rlpt.agents.unio4 import UniO4, UniO4Config, accept_candidate, diversity_bc
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
 from rlpt.nets.dynamics import DynamicsEnsemble, get_termination_fn, hopper_termination, walker2d_termination
-from rlpt.nets.policies import GaussianPolicy
+from rlpt.nets.policies import GaussianPolicy, PolicyEnsemble
 
 torch.set_num_threads(1)
 
@@ -195,25 +195,35 @@ def test_bad_diversity_kind_is_rejected():
 
 
 # ---------------------------------------------------------------------------------------------- acceptance rule
-def test_accept_candidate_replaces_reference_only_on_improvement():
+def test_accept_candidate_only_on_strict_improvement():
+    assert accept_candidate(candidate_score=1.0, best_score=2.0) is False
+    assert accept_candidate(candidate_score=2.0, best_score=2.0) is False  # ties keep the reference
+    assert accept_candidate(candidate_score=math.nan, best_score=-math.inf) is False
+    assert accept_candidate(candidate_score=math.inf, best_score=2.0) is False
+    assert accept_candidate(candidate_score=2.5, best_score=2.0) is True
+    assert accept_candidate(candidate_score=-5.0, best_score=-math.inf) is True
+
+
+def test_policy_ensemble_members_copy_by_value_and_match_the_batched_forward():
     torch.manual_seed(0)
-    candidate, reference = GaussianPolicy(3, 2, (8,)), GaussianPolicy(3, 2, (8,))
-    before = {k: v.clone() for k, v in reference.state_dict().items()}
+    policies, refs = PolicyEnsemble(3, 3, 2, (8, 8)), PolicyEnsemble(3, 3, 2, (8, 8))
     x = torch.randn(5, 3)
-
-    assert accept_candidate(candidate, reference, candidate_score=1.0, best_score=2.0) is False
-    assert accept_candidate(candidate, reference, candidate_score=2.0, best_score=2.0) is False  # ties keep
-    assert accept_candidate(candidate, reference, candidate_score=math.nan, best_score=-math.inf) is False
-    for k, v in reference.state_dict().items():
-        assert torch.equal(v, before[k])
-
-    assert accept_candidate(candidate, reference, candidate_score=2.5, best_score=2.0) is True
-    torch.testing.assert_close(reference(x)[0], candidate(x)[0])
-    assert accept_candidate(candidate, reference, candidate_score=-5.0, best_score=-math.inf) is True
-    # the reference is a copy, not an alias: training the candidate further leaves it alone
-    with torch.no_grad():
-        candidate.net[0].weight.add_(1.0)
-    assert not torch.allclose(reference(x)[0], candidate(x)[0])
+    mean, log_std = policies(x)  # (3, 5, 2): one batched pass
+    for i in range(3):  # a member copy computes what the batched ensemble computes for it
+        m, s = policies.member(i)(x)
+        torch.testing.assert_close(m, mean[i])
+        torch.testing.assert_close(s, log_std[i])
+    before = refs(x)
+    refs.copy_member_from(policies, 1)  # an accepted candidate becomes member 1's reference
+    after = refs(x)
+    torch.testing.assert_close(after[0][1], mean[1])
+    torch.testing.assert_close(after[0][[0, 2]], before[0][[0, 2]])  # the other members are untouched
+    with torch.no_grad():  # a copy, not an alias: training the candidate further leaves the reference alone
+        policies.net.layers[0].weight.add_(1.0)
+    torch.testing.assert_close(refs(x)[0][1], after[0][1])
+    single = GaussianPolicy(3, 2, (8, 8))
+    refs.load_member(2, single)
+    torch.testing.assert_close(refs(x)[0][2], single(x)[0])
 
 
 # ---------------------------------------------------------------------------------------------- dynamics
@@ -305,7 +315,7 @@ def test_offline_pipeline_beats_random(trained, dataset):
     # the hand-off is the best member by OPE, and its policy is that member's last iterate (hand_off_policy)
     assert agent.selected == int(np.argmax(agent.best_ope))
     x = torch.randn(4, 2)
-    for out, ref in zip(agent.actor(x), agent.policies[agent.selected](x), strict=True):  # mean and log-std
+    for out, ref in zip(agent.actor(x), agent.policies.member(agent.selected)(x), strict=True):  # mean and log-std
         torch.testing.assert_close(out, ref)
     # and it acts well: far better than random, close to the noisy expert's behaviour
     ret = mean_return(agent.act)
@@ -535,11 +545,10 @@ def test_hand_off_rescales_a_reward_normalised_v_to_online_reward_units():
 
 # ---------------------------------------------------------------------------------------------- OPE noise
 def test_accept_candidate_requires_more_than_the_margin():
-    candidate, reference = GaussianPolicy(2, 2, (8,)), GaussianPolicy(2, 2, (8,))
-    assert accept_candidate(candidate, reference, candidate_score=2.5, best_score=2.0, margin=1.0) is False
-    assert accept_candidate(candidate, reference, candidate_score=3.0, best_score=2.0, margin=1.0) is False
-    assert accept_candidate(candidate, reference, candidate_score=3.01, best_score=2.0, margin=1.0) is True
-    assert accept_candidate(candidate, reference, candidate_score=-9.0, best_score=-math.inf, margin=1.0) is True
+    assert accept_candidate(candidate_score=2.5, best_score=2.0, margin=1.0) is False
+    assert accept_candidate(candidate_score=3.0, best_score=2.0, margin=1.0) is False
+    assert accept_candidate(candidate_score=3.01, best_score=2.0, margin=1.0) is True
+    assert accept_candidate(candidate_score=-9.0, best_score=-math.inf, margin=1.0) is True
 
 
 def test_ope_noise_rescores_fixed_policies_without_touching_training(trained, dataset):
@@ -578,5 +587,5 @@ def test_hand_off_policy_reference_hands_the_best_ope_reference(dataset):
                        improve_steps=100)
     agent.fit(dataset, n_steps=agent.offline_total_steps)
     x = torch.randn(4, 2)
-    for out, ref in zip(agent.actor(x), agent.ref_policies[agent.selected](x), strict=True):
+    for out, ref in zip(agent.actor(x), agent.ref_policies.member(agent.selected)(x), strict=True):
         torch.testing.assert_close(out, ref)

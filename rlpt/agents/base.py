@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,11 +33,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlpt.callbacks import Callback
 from rlpt.errors import CheckpointError, ConfigError
 from rlpt.utils import check_fields, replace_dir, resolve_device, to_jsonable, verify_manifest, write_manifest
-
-#: A callback gets `(step, metrics)` after each logged step; returning False stops training (as in SB3).
-Callback = Callable[[int, dict[str, Any]], "bool | None"]
 
 AGENT_REGISTRY: dict[str, type[Agent]] = {}
 CONFIG_REGISTRY: dict[str, type[AgentConfig]] = {}
@@ -91,10 +89,18 @@ class AgentConfig:
 class Agent:
     """Base class of rlpt agents. Subclasses set `config_class`, build nets in `__init__`, and implement
     `_act` plus `fit` and/or `learn`. They list what a checkpoint holds through `modules()`,
-    `optimizers()` and `extra_state()`/`load_extra_state()`."""
+    `optimizers()` and `extra_state()`/`load_extra_state()`, and declare what they can do in the capability
+    flags below (the training loop reads them; nothing is probed). Dataset-trained agents build on
+    `rlpt.agents.core.OfflineAgent`, which owns bounds, normalisation and the loops."""
 
     agent_name: ClassVar[str] = "agent"
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    # ---- capabilities
+    trains_offline: ClassVar[bool] = False  # fit(dataset, n_steps)
+    trains_online: ClassVar[bool] = False  # learn(env, total_timesteps, offline=...)
+    scores_with_env: ClassVar[bool] = False  # fit(..., eval_env=env) scores or selects candidates on an env
+    reports_ope: ClassVar[bool] = False  # keeps `ope_history` and `ope_noise_sd`, and has `ope_noise(dataset)`
+    takes_pretrained: ClassVar[bool] = False  # its config's `pretrained` names an artifact (encoder, world model)
 
     def __init__(self, config: AgentConfig, observation_space: gym.Space, action_space: gym.Space,
                  device: str = "auto"):
@@ -135,9 +141,16 @@ class Agent:
         return self.act(obs, deterministic=True)
 
     # -------------------------------------------------------------- training (subclasses)
-    def fit(self, dataset, n_steps: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    @property
+    def offline_total_steps(self) -> int:
+        """Length of the agent's own offline schedule (0: none; the recipe's `offline_steps` decides)."""
+        return 0
+
+    def fit(self, dataset, n_steps: int, callbacks: Sequence[Callback] = (),
+            eval_env: gym.Env | None = None) -> dict[str, Any]:
         """Run `n_steps` more offline gradient steps from the current state (`self.step` counts them all),
-        calling each callback with `(self.step, metrics)` every log interval; stop early if one returns False."""
+        calling each callback with `(self.step, metrics)` every log interval; stop early if one returns False.
+        `eval_env` is used by agents that declare `scores_with_env`."""
         raise NotImplementedError(f"{type(self).__name__} does not train offline")
 
     def learn(self, env: gym.Env, total_timesteps: int, offline=None, mix_ratio: float = 0.5,

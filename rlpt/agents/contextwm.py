@@ -58,10 +58,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent, tensor_to_numpy_tree
-from rlpt.agents.common import action_bounds, from_unit, run_callbacks, to_unit
+from rlpt.agents.core import action_bounds, from_unit, to_unit
+from rlpt.callbacks import run_callbacks
 from rlpt.errors import CheckpointError, ConfigError, DatasetShapeError
 from rlpt.nets.conv import image_log_likelihood, preprocess
 from rlpt.nets.mlp import MLP
+from rlpt.nets.policies import TanhNormalActor
 from rlpt.nets.rssm import RSSM, State
 from rlpt.nets.worldmodel import META_FILE, VideoWorldModel, WorldModelConfig, load_pretrained, read_meta
 
@@ -322,30 +324,6 @@ def lambda_returns(reward: torch.Tensor, next_value: torch.Tensor, discount: tor
     return torch.stack(out[::-1])
 
 
-class TanhNormalActor(nn.Module):
-    """Features `(N, F)` -> a tanh-squashed Gaussian over actions in [-1, 1] (reparameterised samples, so the
-    actor can be trained by backpropagating returns through the learned dynamics)."""
-
-    def __init__(self, feat_dim: int, act_dim: int, hidden: Sequence[int], min_std: float = 0.1):
-        super().__init__()
-        self.net = MLP(feat_dim, 2 * act_dim, hidden, activation="elu")
-        self.min_std = float(min_std)
-
-    def _dist(self, feat: torch.Tensor) -> torch.distributions.Normal:
-        mean, std = self.net(feat).chunk(2, -1)
-        mean = 5.0 * torch.tanh(mean / 5.0)  # pre-squash mean kept in a range where tanh still has gradient
-        std = 2.0 * torch.sigmoid(std / 2.0) + self.min_std  # DreamerV2's std parameterisation
-        return torch.distributions.Normal(mean, std)
-
-    def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(action `(..., A)` in [-1, 1], log-probability `(...)`); deterministic: tanh of the mean."""
-        dist = self._dist(feat)
-        u = dist.mean if deterministic else dist.rsample()
-        action = torch.tanh(u)
-        log_prob = (dist.log_prob(u) - torch.log1p(-action.pow(2) + 1e-6)).sum(-1)
-        return action, log_prob
-
-
 def _mlp_head(feat_dim: int, hidden: Sequence[int]) -> MLP:
     return MLP(feat_dim, 1, hidden, activation="elu")
 
@@ -373,6 +351,9 @@ class ContextWM(Agent):
     `(af_deter, af_stoch, deter, stoch, last_action)`, numpy arrays with a leading batch axis."""
 
     config_class = ContextWMConfig
+    trains_offline = True
+    trains_online = True
+    takes_pretrained = True
     config: ContextWMConfig
 
     def __init__(self, config: ContextWMConfig, observation_space: gym.Space, action_space: gym.Space,
@@ -456,7 +437,7 @@ class ContextWM(Agent):
         af_feat = self.video.rssm.feat(af_post)  # (N, F)
         inp = torch.cat([embed, af_feat], -1) if self.config.concat_embed else af_feat
         post, _ = self.rssm.obs_step({"deter": state[2], "stoch": state[3]}, state[4], inp, is_first, sample=sample)
-        action, _ = self.actor(self.rssm.feat(post), deterministic=deterministic)  # (N, A) in [-1, 1]
+        action, _ = self.actor.sample(self.rssm.feat(post), deterministic=deterministic)  # (N, A) in [-1, 1]
         return action, (af_post["deter"], af_post["stoch"], post["deter"], post["stoch"], action)
 
     def predict(self, observation: np.ndarray, state: RecurrentState | None = None, episode_start: Any = None,
@@ -549,7 +530,7 @@ class ContextWM(Agent):
         `(horizon + 1, N, F)` (start first) and the actions' log-probabilities `(horizon, N)`."""
         state, feats, logps = start, [self.rssm.feat(start)], []
         for _ in range(horizon):
-            action, logp = self.actor(feats[-1].detach())  # the actor sees stop-gradient features (DreamerV2)
+            action, logp = self.actor.sample(feats[-1].detach())  # the actor sees stop-gradient features (DreamerV2)
             state = self.rssm.imagine_step(state, action)
             feats.append(self.rssm.feat(state))
             logps.append(logp)
@@ -640,7 +621,8 @@ class ContextWM(Agent):
         self.loaded_datasets.append(key)
         return added
 
-    def fit(self, dataset, n_steps: int, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    def fit(self, dataset, n_steps: int, callbacks: Sequence[Callback] = (), eval_env: gym.Env | None = None
+            ) -> dict[str, Any]:
         """`n_steps` updates (world model + actor-critic) on sequences of `dataset`'s image episodes, which join
         the replay (e.g. fine-tuning the world model on a target task's episodes before acting)."""
         self.add_dataset(dataset)

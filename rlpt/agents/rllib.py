@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
-from rlpt.agents.common import run_callbacks
+from rlpt.callbacks import run_callbacks
 from rlpt.errors import ConfigError, RlptError
 from rlpt.utils import replace_dir
 
@@ -182,6 +182,7 @@ class RLlibAgent(Agent):
     `learn` call; until then (and for eval) the agent acts with its own copy of the RLModule."""
 
     config: RLlibPPOConfig | RLlibSACConfig
+    trains_online = True
 
     def __init__(self, config, observation_space: gym.Space, action_space: gym.Space, device: str = "auto"):
         super().__init__(config, observation_space, action_space, device)

@@ -30,7 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent, tensor_to_numpy_tree
-from rlpt.agents.common import run_callbacks
+from rlpt.callbacks import run_callbacks
 from rlpt.errors import ConfigError, RlptError
 
 
@@ -112,6 +112,7 @@ class SB3Agent(Agent):
     """Common adapter: subclasses build the SB3 model and list its optimizers and extra state."""
 
     config: SB3PPOConfig | SB3SACConfig
+    trains_online = True
 
     def __init__(self, config, observation_space: gym.Space, action_space: gym.Space, device: str = "auto"):
         super().__init__(config, observation_space, action_space, device)

@@ -47,21 +47,17 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
-from rlpt.agents.common import (
-    action_bounds,
-    from_unit,
-    generator_for,
-    return_range_scale,
-    run_callbacks,
-    training_view,
-)
+from rlpt.agents.base import Agent, AgentConfig, register_agent
+from rlpt.agents.core import action_bounds, from_unit, generator_for, return_range_scale, training_view
+from rlpt.callbacks import Callback, run_callbacks
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
 from rlpt.nets.critics import IQLCritic, QEnsemble, ValueNet
 from rlpt.nets.dynamics import DynamicsEnsemble, TerminationFn, get_termination_fn
+from rlpt.nets.encoders import build_image_encoder, channels_first
+from rlpt.nets.ensemble import clip_grad_norm_per_member
 from rlpt.nets.normalizer import ObsNormalizer
-from rlpt.nets.policies import GaussianPolicy, PolicyEnsemble
+from rlpt.nets.policies import GaussianPolicy, PolicyEnsemble, gaussian_sample
 
 PHASES = ("critic", "dynamics", "bc", "improve")
 
@@ -190,16 +186,12 @@ def diversity_bc_losses(mean: torch.Tensor, log_std: torch.Tensor, actions: torc
     raise ConfigError(f"UniO4Config.diversity must be 'heuristic', 'kl' or 'none', got {kind!r}")
 
 
-def accept_candidate(candidate: nn.Module, reference: nn.Module, candidate_score: float, best_score: float,
-                     margin: float = 0.0) -> bool:
-    """Uni-O4's acceptance rule (§1.7): if the candidate's OPE score beats the best score so far by more than
-    `margin` (0 in the paper; rlpt can require the OPE's measured noise), the reference (PPO anchor) becomes a
-    copy of the candidate and True is returned; otherwise nothing changes (the rejected candidate keeps training
-    against the old reference). NaN/inf scores are never accepted."""
-    if not math.isfinite(candidate_score) or not candidate_score > best_score + margin:
-        return False
-    reference.load_state_dict(candidate.state_dict())
-    return True
+def accept_candidate(candidate_score: float, best_score: float, margin: float = 0.0) -> bool:
+    """Uni-O4's acceptance rule (§1.7): accept the candidate when its OPE score beats the best score so far by
+    more than `margin` (0 in the paper; rlpt can require the OPE's measured noise). The caller then makes the
+    reference (PPO anchor) a copy of the candidate; a rejected candidate keeps training against the old
+    reference. NaN/inf scores are never accepted."""
+    return math.isfinite(candidate_score) and candidate_score > best_score + margin
 
 
 @torch.no_grad()
@@ -230,6 +222,11 @@ def amq_score(policy: GaussianPolicy, dynamics: DynamicsEnsemble, q_net: QEnsemb
 class UniO4(Agent):
     config_class = UniO4Config
     config: UniO4Config
+    trains_offline = True
+    trains_online = True
+    scores_with_env = True
+    reports_ope = True
+    takes_pretrained = True
 
     def __init__(self, config: UniO4Config, observation_space: gym.Space, action_space: gym.Space,
                  device: str = "auto", encoder: nn.Module | None = None):
@@ -248,28 +245,17 @@ class UniO4(Agent):
             raise ConfigError(f"UniO4Config phase steps must be >= 0, got {config.phase_lengths()}")
         obs_shape = tuple(observation_space.shape or ())
         is_image = np.dtype(observation_space.dtype) == np.uint8 and len(obs_shape) >= 3
-        if encoder is None and config.pretrained is not None:
-            from rlpt.nets.icvf import load_encoder
-
-            encoder = load_encoder(config.pretrained)
-        if is_image and encoder is None:
-            raise ConfigError(f"UniO4 on image observations {obs_shape} needs a pretrained encoder: "
-                              "config.create(obs_space, act_space, encoder=enc)")
+        if is_image or encoder is not None or config.pretrained is not None:
+            encoder = build_image_encoder("UniO4", obs_shape, encoder, config.pretrained, scratch=False,
+                                          freeze=config.freeze_encoder, device=self.device)
         self.low, self.high = action_bounds(action_space)
         self.low_t = torch.as_tensor(self.low, device=self.device)
         self.high_t = torch.as_tensor(self.high, device=self.device)
         act_dim = int(action_space.shape[0])
 
         # Observations -> "dynamics state" (raw flat state, or encoder features) -> normalised features.
-        self.encoder = encoder.to(self.device) if encoder is not None else None
-        if self.encoder is not None:
-            if not hasattr(self.encoder, "out_dim"):
-                raise ConfigError("UniO4: encoder must have an integer `out_dim` attribute")
-            if config.freeze_encoder:
-                self.encoder.requires_grad_(False).eval()
-            feat_dim = int(self.encoder.out_dim)
-        else:
-            feat_dim = int(np.prod(obs_shape))
+        self.encoder = encoder
+        feat_dim = int(self.encoder.out_dim) if self.encoder is not None else int(np.prod(obs_shape))
         self.normalizer = ObsNormalizer((feat_dim,)).to(self.device)  # identity until dataset stats are set
         self.termination_fn = get_termination_fn(config.termination_fn)
 
@@ -328,12 +314,7 @@ class UniO4(Agent):
         """Observations (B, *obs_shape) -> dynamics states (B, D): the flat state, or encoder features."""
         if self.encoder is None:
             return obs.flatten(1).float()
-        x = obs
-        if x.dim() == 5:  # frame stack (B, k, H, W, C) -> (B, k*C, H, W)
-            b, k, h, w, c = x.shape
-            x = x.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w)
-        elif x.dim() == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):  # (B, H, W, C)
-            x = x.permute(0, 3, 1, 2)
+        x = channels_first(obs)
         if self.config.freeze_encoder:
             with torch.no_grad():
                 return self.encoder(x).float()
@@ -349,12 +330,17 @@ class UniO4(Agent):
 
     # ------------------------------------------------------------------------------------------ acting
     def acting_policy(self) -> GaussianPolicy:
-        """The online actor after hand-off; before it, the policy `_hand_off` would pick now (or BC member 0)."""
+        """The online actor after hand-off; before it, a copy of the policy `_hand_off` would pick now (or BC
+        member 0)."""
         if self.handed_off:
             return self.actor
+        source, member = self._acting_member()
+        return source.member(member)
+
+    def _acting_member(self) -> tuple[PolicyEnsemble, int]:
         if max(self.best_ope) > -math.inf:
-            return self._hand_off_source()[int(np.argmax(self.best_ope))]
-        return self.policies[0]
+            return self._hand_off_source(), int(np.argmax(self.best_ope))
+        return self.policies, 0
 
     def _hand_off_source(self) -> PolicyEnsemble:
         """The ensemble the hand-off policy comes from: the last iterates or the best-OPE references."""
@@ -362,7 +348,13 @@ class UniO4(Agent):
         return self.ref_policies if scored and self.config.hand_off_policy == "reference" else self.policies
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        unit, _ = self.acting_policy().sample(self._features(obs), deterministic, self.gen)
+        x = self._features(obs)
+        if self.handed_off:
+            unit, _ = self.actor.sample(x, deterministic, self.gen)
+        else:  # one member of an ensemble: run the batched ensemble and take that member's head
+            source, member = self._acting_member()
+            mean, log_std = source(x)  # (N, B, A)
+            unit, _ = gaussian_sample(mean[member], log_std[member], deterministic, self.gen)
         return from_unit(unit, self.low_t, self.high_t)  # clips to [-1, 1] first
 
     # ------------------------------------------------------------------------------------------ data
@@ -547,8 +539,7 @@ class UniO4(Agent):
         losses = -(surrogate + cfg.entropy_coef * dist.entropy().sum(-1)).mean(1)  # (N,)
         self.improve_opt.zero_grad()
         losses.sum().backward()
-        for member in self.policies.members:
-            nn.utils.clip_grad_norm_(member.parameters(), cfg.max_grad_norm)
+        clip_grad_norm_per_member(list(self.policies.parameters()), cfg.max_grad_norm)
         self.improve_opt.step()
         out: dict[str, Any] = {}
         if self._log_due(k, cfg.improve_steps):
@@ -586,8 +577,8 @@ class UniO4(Agent):
             start = self._encode_chunked(self._batch(dataset, idx)["observations"])  # observations only
             gen = generator_for(self.device, self.config.seed + 31 * r + 1)
             for j, i in enumerate(members):
-                scores[j, r] = amq_score(self.policies[i], self.dynamics, self.critic.q, start, self.config.ope_horizon,
-                                         self.normalizer, self.termination_fn, gen)
+                scores[j, r] = amq_score(self.policies.member(i), self.dynamics, self.critic.q, start,
+                                         self.config.ope_horizon, self.normalizer, self.termination_fn, gen)
         sd = float(np.sqrt(np.mean(scores.var(axis=1, ddof=1))))
         return {"scores": scores.tolist(), "sd": sd, "member_means": scores.mean(1).tolist(), "repeats": repeats}
 
@@ -605,14 +596,16 @@ class UniO4(Agent):
         out: dict[str, Any] = {}
         scores = []
         for i in range(self.config.ensemble_size):
-            score = self._ope(self.policies[i], start)
+            candidate = self.policies.member(i)
+            score = self._ope(candidate, start)
             margin = self.config.ope_accept_margin * self.ope_noise_sd
-            accepted = accept_candidate(self.policies[i], self.ref_policies[i], score, self.best_ope[i], margin)
+            accepted = accept_candidate(score, self.best_ope[i], margin)
             if accepted:
+                self.ref_policies.copy_member_from(self.policies, i)
                 self.best_ope[i] = score
             true_return = math.nan
             if self.config.report_true_returns and self._eval_env is not None:  # reporting only
-                true_return = self._env_return(self.policies[i], self._eval_env, self.config.report_episodes)
+                true_return = self._env_return(candidate, self._eval_env, self.config.report_episodes)
             self.ope_history.append([float(step), float(i), float(score), float(accepted), float(true_return)])
             out[f"ope/score_member{i}"] = score
             out[f"ope/accepted_member{i}"] = float(accepted)
@@ -629,7 +622,7 @@ class UniO4(Agent):
         chosen = order[0]
         if self.config.select_by_env_return:
             source = self._hand_off_source()
-            returns = {i: self._env_return(source[i], eval_env) for i in order[: self.config.select_top_k]}
+            returns = {i: self._env_return(source.member(i), eval_env) for i in order[: self.config.select_top_k]}
             chosen = max(returns, key=returns.get)
             out.update({f"eval/return_member{i}": r for i, r in returns.items()})
         self._hand_off(chosen)
@@ -641,7 +634,7 @@ class UniO4(Agent):
         For analysis and benchmarks (e.g. the best BC member); training never calls it unless
         `select_by_env_return` or `report_true_returns` is set."""
         policies = self.ref_policies if reference else self.policies
-        return self._env_return(policies[member], env, episodes)
+        return self._env_return(policies.member(member), env, episodes)
 
     def _env_return(self, policy: GaussianPolicy, env: gym.Env, episodes: int | None = None) -> float:
         returns = []
@@ -663,7 +656,7 @@ class UniO4(Agent):
         offline V (rescaled to online reward units)."""
         if member is None:
             member = int(np.argmax(self.best_ope)) if max(self.best_ope) > -math.inf else 0
-        self.actor.load_state_dict(self._hand_off_source()[member].state_dict())
+        self.actor.load_state_dict(self._hand_off_source().member(member).state_dict())
         self.online_v.load_state_dict(self.critic.v.state_dict())
         scale = self.config.online_reward_scale / self.reward_factor
         if scale != 1.0:  # V of (scale * r) is exactly scale * V

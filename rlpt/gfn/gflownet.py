@@ -226,7 +226,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent  # noqa: E402
-from rlpt.agents.common import run_callbacks  # noqa: E402
+from rlpt.callbacks import run_callbacks  # noqa: E402
 from rlpt.gfn.envs import make_dag_env  # noqa: E402
 from rlpt.gfn.evaluate import exact_metrics  # noqa: E402
 
@@ -274,6 +274,7 @@ class GFNAgent(Agent):
     """A GFlowNet as an rlpt agent over `rlpt/HyperGrid-v0` / `rlpt/BitSeq-v0` (Discrete actions)."""
 
     config_class = GFNAgentConfig
+    trains_online = True
 
     def __init__(self, config: GFNAgentConfig, observation_space: gym.Space, action_space: gym.Space,
                  device: str = "auto"):

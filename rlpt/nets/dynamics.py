@@ -11,7 +11,6 @@ can read heights and angles directly.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlpt.errors import ConfigError
+from rlpt.nets.ensemble import EnsembleLinear
 
 #: `fn(obs, action, next_obs) -> terminated` on batches: (B, D), (B, A), (B, D) -> bool (B,).
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,23 +75,6 @@ def get_termination_fn(spec: str | TerminationFn | None) -> TerminationFn:
 
 
 # ---------------------------------------------------------------------------------------------- ensemble
-class EnsembleLinear(nn.Module):
-    """`E` independent linear layers applied in one batched matmul: (E, B, in) -> (E, B, out)."""
-
-    def __init__(self, ensemble_size: int, in_dim: int, out_dim: int, weight_decay: float = 0.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(ensemble_size, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_dim))
-        nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_dim)))
-        self.weight_decay = float(weight_decay)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-    def decay_loss(self) -> torch.Tensor:
-        return self.weight_decay * 0.5 * self.weight.pow(2).sum()
-
-
 def default_weight_decays(n_layers: int) -> list[float]:
     """MOBILE's gym per-layer decays for 4 hidden layers; an even ramp over the same range otherwise."""
     if n_layers == 5:
@@ -114,7 +97,7 @@ class DynamicsEnsemble(nn.Module):
         if len(decays) != n_layers:
             raise ConfigError(f"dynamics: weight_decays needs {n_layers} values (one per layer), got {len(decays)}")
         self.layers = nn.ModuleList(
-            EnsembleLinear(ensemble_size, a, 2 * b if i == n_layers - 1 else b, decays[i])
+            EnsembleLinear(ensemble_size, a, 2 * b if i == n_layers - 1 else b, "trunc_normal", weight_decay=decays[i])
             for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)))
         out = obs_dim + 1
         self.max_logvar = nn.Parameter(torch.full((1, 1, out), 0.5))
