@@ -16,7 +16,7 @@ Data
   (--render-clips, default 240 clips x 50 frames, ~2-4 min; 0 uses the committed video_data/sample instead).
 - Target: dm_control cartpole-swingup (not in pretraining) under HELD-OUT texture seeds 5000:6000: --train-episodes
   (10) + --eval-episodes (5) episodes of 200 steps with OU-noise actions, action repeat 2, and the true physics
-  state (qpos, qvel) per frame (`rlpt.data.video_render.collect_target_episodes`).
+  state (qpos, qvel) per frame (`rlpt.collect.video_render.collect_target_episodes`).
 
 Phase A: `rlpt.pretrain.contextwm.pretrain` of a plain world model (contextual=False) and a ContextWM, cpu-small
 preset, the same --pretrain-steps (1500) and seed; once, shared by every fine-tuning seed. Cached in <work>.
@@ -119,7 +119,7 @@ def pretraining_videos(args, work: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
     t0, c0 = time.time(), time.process_time()
     if args.render_clips > 0:
-        from rlpt.data.video_render import render_videos
+        from rlpt.collect.video_render import render_videos
 
         folder = work / "videos"
         manifest = folder / "manifest.jsonl"
@@ -188,7 +188,7 @@ def to_episodes(ds) -> Episodes:
 
 
 def target_data(args) -> tuple[Any, Episodes, Episodes, dict[str, Any]]:
-    from rlpt.data.video_render import collect_target_episodes
+    from rlpt.collect.video_render import collect_target_episodes
 
     t0, c0 = time.time(), time.process_time()
     common = dict(domain_task=args.target, steps=args.episode_steps, size=args.image_size, texture_seeds=(5000, 6000),
@@ -636,8 +636,8 @@ def main() -> int:
     device = str(resolve_device(args.device))
     # import everything up front: a long run then keeps the code it started with
     import rlpt.agents.contextwm  # noqa: F401
+    import rlpt.collect.video_render  # noqa: F401
     import rlpt.data.video  # noqa: F401
-    import rlpt.data.video_render  # noqa: F401
     import rlpt.pretrain.contextwm  # noqa: F401
     if args.agent_return:
         import rlpt.train  # noqa: F401

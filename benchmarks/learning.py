@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlpt.agents.base import AGENT_REGISTRY
+from rlpt.agents.base import agent_class
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
 from rlpt.eval.stats import bootstrap_diff_ci
@@ -62,7 +62,7 @@ def run_unio4(name: str, seed: int, ds, refs, args) -> dict:
     set_seed(seed)
     env = make_env(recipe.env, seed=seed)
     eval_env = make_env(recipe.env, seed=seed + 1)
-    cfg = AGENT_REGISTRY["unio4"].config_class.from_dict({"seed": seed, **recipe.config})
+    cfg = agent_class("unio4").config_class.from_dict({"seed": seed, **recipe.config})
     agent = cfg.create(env.observation_space, env.action_space)
     t0 = time.time()
     bc_end = cfg.critic_steps + cfg.dynamics_steps + cfg.bc_steps

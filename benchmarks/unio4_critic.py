@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlpt.agents.base import AGENT_REGISTRY, Agent
+from rlpt.agents.base import Agent, agent_class
 from rlpt.agents.core import generator_for
 from rlpt.agents.unio4 import amq_score
 from rlpt.envs import make_env
@@ -141,7 +141,7 @@ def main() -> None:
     ck = Path(args.cache) / f"{recipe.dataset}_seed{args.seed}"
     if not ck.exists():
         set_seed(args.seed)
-        cfg = AGENT_REGISTRY["unio4"].config_class.from_dict(config)
+        cfg = agent_class("unio4").config_class.from_dict(config)
         agent = cfg.create(env.observation_space, env.action_space)
         t0 = time.time()
         agent.fit(ds, n_steps=cfg.critic_steps + cfg.dynamics_steps + cfg.bc_steps)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlpt.agents.base import AGENT_REGISTRY, Agent
+from rlpt.agents.base import Agent, agent_class
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
 from rlpt.train import _load_dataset, load_recipe
@@ -48,7 +48,7 @@ def main() -> None:
     def norm(r: float) -> float:
         return 100.0 * (r - refs[0]) / (refs[1] - refs[0])
 
-    cls = AGENT_REGISTRY["unio4"].config_class
+    cls = agent_class("unio4").config_class
     for seed in args.seeds:
         env, eval_env = make_env(recipe.env, seed=seed), make_env(recipe.env, seed=seed + 1)
         ck = Path(args.cache) / f"bc_seed{seed}"

@@ -33,7 +33,7 @@ import torch
 torch.set_num_threads(1)
 
 from rlpt.data.video import GRAB_MAX_GAP, open_videos  # noqa: E402
-from rlpt.eval.video import write_video  # noqa: E402
+from rlpt.media import write_video  # noqa: E402
 from rlpt.utils import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

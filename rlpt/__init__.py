@@ -10,7 +10,9 @@ Pretrained parts plug into offline-to-online agents evaluated in MuJoCo simulato
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from rlpt._version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(path, device: str = "auto", **kwargs):

@@ -52,8 +52,8 @@ def cmd_env_check(args) -> int:
 
 # ----------------------------------------------------------------------------- data
 def cmd_data_make(args) -> int:
+    from rlpt.collect.generate import is_stale, make_dataset
     from rlpt.data import load_d4rl, save_d4rl
-    from rlpt.data.generate import is_stale, make_dataset
 
     out = Path(args.out) if args.out else data_dir() / f"{args.name}.hdf5"
     if out.exists() and not args.force:
@@ -128,7 +128,7 @@ def cmd_data_convert(args) -> int:
 def cmd_data_train_behavior(args) -> int:
     import torch
 
-    from rlpt.data.behavior import BEHAVIOR_DIR, train_behavior
+    from rlpt.collect.behavior import BEHAVIOR_DIR, train_behavior
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else BEHAVIOR_DIR / args.env
@@ -426,7 +426,7 @@ def cmd_pretrain_vptr(args) -> int:
 
 # ----------------------------------------------------------------------------- video
 def cmd_video_render(args) -> int:
-    from rlpt.data.video_render import render_videos
+    from rlpt.collect.video_render import render_videos
 
     t0 = time.time()
     manifest = render_videos(args.out, domains=args.domains, clips=args.clips, frames=args.frames, size=args.size,
@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data_convert)
     d = data.add_parser("train-behavior", help="train SAC behaviour policies for dataset generation (~20 min)",
                         description="Trains SB3 SAC and saves actor snapshots plus a manifest (random/medium/"
-                                    "expert returns) into rlpt/data/behavior/<ENV>/ unless --out is given.")
+                                    "expert returns) into rlpt/collect/behavior/<ENV>/ unless --out is given.")
     d.add_argument("env", help="Gymnasium env id, e.g. Hopper-v5")
     d.add_argument("--algo", choices=("sac", "ppo"), default="sac")
     d.add_argument("--steps", type=int, default=60_000)

@@ -117,8 +117,8 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
 
 
 def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
+    from rlpt.collect.generate import is_stale, make_dataset, parse_name
     from rlpt.data import load_d4rl, save_d4rl
-    from rlpt.data.generate import is_stale, make_dataset, parse_name
 
     if recipe.dataset is None:
         return None
@@ -170,15 +170,14 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     import gymnasium as gym
     import torch
 
-    import rlpt.agents  # noqa: F401  (registers agents)
-    from rlpt.agents.base import AGENT_REGISTRY
+    import rlpt.gfn  # noqa: F401  (registers the GFlowNet env ids rlpt/HyperGrid-v0, rlpt/BitSeq-v0)
+    from rlpt.agents.base import agent_class
     from rlpt.envs import make_env
     from rlpt.eval import evaluate, plot_learning_curve
     from rlpt.runs import MetricsLogger, RunDir, progress
     from rlpt.utils import set_seed
 
-    if recipe.agent not in AGENT_REGISTRY:
-        raise ConfigError(f"unknown agent '{recipe.agent}'; known agents: {sorted(AGENT_REGISTRY)}")
+    agent_cls = agent_class(recipe.agent, source=recipe.name)
     set_seed(recipe.seed)
     t_start = time.time()
     if resume is not None:
@@ -200,12 +199,14 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         if dataset is not None:
             dataset = offline_rewards(dataset, recipe.reward, reward_model, instruction=env.instruction)
     if recipe.reset_free is not None:
+        from rlpt.data.record import EpisodeRecorder
         from rlpt.envs.reset_free import ResetFreeWrapper
 
         rf = dict(recipe.reset_free)
-        record = rf.pop("record", True)
+        record, save_every = rf.pop("record", True), rf.pop("save_every", 10)
         try:
-            env = ResetFreeWrapper(env, **rf, record_path=run.path / "online_data.hdf5" if record else None)
+            recorder = EpisodeRecorder(run.path / "online_data.hdf5", save_every) if record else None
+            env = ResetFreeWrapper(env, **rf, recorder=recorder)
         except TypeError as e:
             raise ConfigError(f"{recipe.name}: bad reset_free options {recipe.reset_free}: {e}") from None
     eval_env_spec = recipe.env
@@ -220,7 +221,6 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
                               f"{recipe.ref_scores}")
         ref_scores = (float(recipe.ref_scores[0]), float(recipe.ref_scores[1]))
 
-    agent_cls = AGENT_REGISTRY[recipe.agent]
     ckpt, agent = load_checkpoint_for_resume(run) if resume is not None else (None, None)
     if ckpt is not None:
         print(f"resumed {run.path} from {ckpt.name} (offline step {agent.step}, online step {agent.online_steps})")

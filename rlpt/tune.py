@@ -44,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from rlpt.cluster import init_ray
 from rlpt.errors import ConfigError, RlptError
 from rlpt.train import Recipe, apply_overrides, find_recipe, set_dotted
 from rlpt.utils import read_yaml
@@ -57,7 +58,6 @@ SPACE_TYPES: dict[str, tuple[str, ...]] = {
 }
 SCHEDULERS = ("asha", "fifo")
 POINTER = "rlpt_trial.json"  # the file in each Tune checkpoint that names the trial's rlpt run folder
-DEFAULT_OBJECT_STORE_MB = 256
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -90,14 +90,12 @@ def _check_key(key: str, recipe_data: dict[str, Any] | None, where: str) -> None
         raise ConfigError(f"{where}: {key!r} is not a recipe key; valid top-level keys: {sorted(fields)} "
                           "(agent settings go under 'config.', e.g. 'config.actor_lr')")
     if parts[0] == "config" and len(parts) >= 2 and recipe_data is not None:
-        import rlpt.agents  # noqa: F401  (registers agents)
-        import rlpt.agents.rllib  # noqa: F401  (registers rllib_ppo / rllib_sac; imports no Ray)
-        from rlpt.agents.base import AGENT_REGISTRY
+        from rlpt.agents.base import BUILTIN_AGENTS, agent_class
 
         agent = recipe_data.get("agent")
-        cls = AGENT_REGISTRY.get(agent)
-        if cls is None:
+        if agent not in BUILTIN_AGENTS:
             return  # the recipe itself will fail with the list of agents
+        cls = agent_class(agent)
         agent_fields = {f.name for f in dataclasses.fields(cls.config_class)}
         if parts[1] not in agent_fields:
             raise ConfigError(f"{where}: {key!r}: {cls.config_class.__name__} (agent {agent!r}) has no field "
@@ -226,36 +224,6 @@ def _n_evals(data: dict[str, Any]) -> int | None:
 
 
 # ----------------------------------------------------------------------------- Ray
-def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
-             temp_dir: str | os.PathLike | None = None, num_gpus: int | None = None) -> dict[str, Any]:
-    """Start embedded Ray, or join the cluster at `address`; a no-op when Ray is already up (e.g. in a trial).
-
-    Embedded: `num_cpus` defaults to the machine's CPUs, the object store to 256 MB (Ray's default is 30% of
-    RAM in /dev/shm), and Ray's session files go to a fresh folder under /tmp (short: Ray's socket paths
-    have a length limit), so it never attaches to another Ray instance on the machine.
-    """
-    try:
-        import ray
-    except ImportError as e:
-        raise RlptError("rlpt tune and the RLlib agents need Ray: pip install 'rlpt[cluster]' "
-                        "(ray[rllib,tune]==2.60.*)") from e
-    if ray.is_initialized():
-        return {"started": False, "address": None}
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except ConnectionError as e:
-            raise RlptError(f"cannot connect to the Ray cluster at {address}: {e} (is `ray start --head` running "
-                            "there, and is RAY_AUTH_TOKEN / ~/.ray/auth_token the head's token?)") from e
-        return {"started": False, "address": address}
-    temp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="rlpt-ray-", dir="/tmp"))
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
-             object_store_memory=int(object_store_mb or DEFAULT_OBJECT_STORE_MB) * 2**20,
-             include_dashboard=False, log_to_driver=False, configure_logging=False, _temp_dir=str(temp))
-    return {"started": True, "address": None, "temp_dir": str(temp)}
-
-
 # ----------------------------------------------------------------------------- the trainable
 @dataclasses.dataclass
 class TrialSpec:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from rlpt._version import __version__
 from rlpt.errors import CheckpointError, ConfigError, InputLimitError
 
 
@@ -279,9 +280,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def rlpt_version() -> str:
-    """The running rlpt's version (imported at call time: `rlpt/__init__` may still be importing this module)."""
-    from rlpt import __version__
-
+    """The running rlpt's version."""
     return __version__
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from rlpt.cli import main
+from rlpt.collect.behavior import load_manifest
+from rlpt.collect.generate import _locomotion_plan, parse_name
 from rlpt.data import load_d4rl
-from rlpt.data.behavior import load_manifest
-from rlpt.data.generate import _locomotion_plan, parse_name
 from rlpt.errors import ConfigError
 
 

@@ -58,7 +58,7 @@ def test_trained_policy_over_the_remote_protocol_records_data_that_trains(tmp_pa
     import sys
     from pathlib import Path
 
-    from rlpt.data.generate import make_dataset
+    from rlpt.collect.generate import make_dataset
 
     root = Path(__file__).resolve().parent.parent
     demos = make_dataset("tabletop-push-scripted", size=320, seed=0, n_envs=2, quiet=True)

@@ -8,7 +8,7 @@ import pytest
 
 from rlpt.cli import main
 from rlpt.eval import evaluate, plot_learning_curve
-from rlpt.eval.video import read_video
+from rlpt.media import read_video
 from rlpt.runs import MetricsLogger, RunDir
 
 ENV = "mujoco/InvertedPendulum-v5"

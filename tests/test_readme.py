@@ -21,8 +21,8 @@ def test_readme_has_python_examples():
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(python_blocks(README.read_text()))))
 def test_readme_python_example_runs(index, tmp_path, monkeypatch):
+    from rlpt.collect.generate import make_dataset
     from rlpt.data import save_d4rl
-    from rlpt.data.generate import make_dataset
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import rlpt.agents  # noqa: F401  (registers agents)
-from rlpt.agents.base import AGENT_REGISTRY
-from rlpt.data.generate import LOCOMOTION_ENVS, parse_name
+from rlpt.agents.base import agent_class
+from rlpt.collect.generate import LOCOMOTION_ENVS, parse_name
 from rlpt.envs import make_env
 from rlpt.errors import ConfigError
 from rlpt.train import load_recipe
@@ -28,7 +28,7 @@ IDS = [str(p.relative_to(AGENTS_DIR)) for p in RECIPES]
 
 def config_of(recipe):
     """The agent config a recipe describes, built exactly as `rlpt train` builds it."""
-    cls = AGENT_REGISTRY[recipe.agent].config_class
+    cls = agent_class(recipe.agent).config_class
     return cls.from_dict({"seed": recipe.seed, **recipe.config}, source=recipe.name)
 
 
@@ -103,7 +103,7 @@ def test_recipe_loads_and_builds(path: Path):
 def test_overrides_apply(path: Path):
     base = load_recipe(str(path))
     needs_ckpt = base.config.get("mode") in ("exact", "amortized")
-    has_batch = "batch_size" in {f.name for f in dataclasses.fields(AGENT_REGISTRY[base.agent].config_class)}
+    has_batch = "batch_size" in {f.name for f in dataclasses.fields(agent_class(base.agent).config_class)}
     recipe = load_recipe(str(path), ["seed=3"] + ["config.batch_size=64"] * has_batch
                          + ["config.pretrained=ckpt"] * needs_ckpt)
     config = config_of(recipe)
@@ -118,7 +118,7 @@ def test_overrides_apply(path: Path):
 def test_cpu_benchmark_budgets_match(task: str):
     """IQL, Cal-QL and BC get the Uni-O4 CPU preset's critic + bc + improve steps; all share one dataset."""
     unio4 = load_recipe(str(AGENTS_DIR / "unio4" / f"{task}-cpu.yaml"))
-    u = AGENT_REGISTRY["unio4"].config_class.from_dict(unio4.config)
+    u = agent_class("unio4").config_class.from_dict(unio4.config)
     budget = u.critic_steps + u.bc_steps + u.improve_steps
     for agent in ("iql", "calql", "bc"):
         r = load_recipe(str(AGENTS_DIR / agent / f"{task}-cpu.yaml"))
@@ -131,7 +131,7 @@ def test_unio4_paper_flags_per_task():
     """The per-task flags of the original scripts (research note §1.10)."""
     def cfg(name):
         r = load_recipe(str(AGENTS_DIR / "unio4" / f"{name}.yaml"))
-        return AGENT_REGISTRY["unio4"].config_class.from_dict(r.config), r
+        return agent_class("unio4").config_class.from_dict(r.config), r
 
     for env in ("hopper", "halfcheetah", "walker2d"):
         for kind in ("medium", "medium-replay", "medium-expert"):

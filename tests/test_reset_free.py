@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rlpt.data import load_d4rl
+from rlpt.data.record import EpisodeRecorder
 from rlpt.envs import make_env
 from rlpt.envs.reset_free import ResetFreeWrapper
 from rlpt.envs.tabletop import scripted_policy
@@ -27,7 +28,8 @@ def run(env, policy, episodes):
 
 def test_tasks_alternate_and_scene_is_kept(tmp_path):
     base = make_env("tabletop/push", seed=0, terminate_on_success=True)
-    env = ResetFreeWrapper(base, hard_reset_every=10_000, record_path=tmp_path / "online.hdf5", save_every=2)
+    recorder = EpisodeRecorder(tmp_path / "online.hdf5", save_every=2)
+    env = ResetFreeWrapper(base, hard_reset_every=10_000, recorder=recorder)
     policy = scripted_policy(base.unwrapped, noise=0.0, rng=np.random.default_rng(0))
     env.reset(seed=0)
     env.unwrapped.set_task("push")  # the first reset above was hard; start counting from here

@@ -1,4 +1,4 @@
-"""`rlpt.data.video_render.collect_target_episodes`: target-task episodes with actions, rewards and true states under
+"""`rlpt.collect.video_render.collect_target_episodes`: target-task episodes with actions, rewards and true states under
 held-out looks (the ContextWM transfer benchmark's downstream data), and the benchmark's ridge probe."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlpt.data.video_render import collect_target_episodes
+from rlpt.collect.video_render import collect_target_episodes
 from rlpt.errors import ConfigError
 
 

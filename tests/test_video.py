@@ -7,7 +7,7 @@ import pytest
 
 from rlpt.envs import check_env
 from rlpt.errors import DatasetDtypeError, DatasetFileNotFoundError, DatasetShapeError
-from rlpt.eval.video import read_video, write_video
+from rlpt.media import read_video, write_video
 
 
 def _clip(t: int = 12, h: int = 32, w: int = 48) -> np.ndarray:

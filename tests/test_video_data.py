@@ -14,7 +14,7 @@ import torch
 from rlpt.cli import main
 from rlpt.data.video import VideoClipStream, open_videos
 from rlpt.errors import DatasetFileNotFoundError, VideoDataError
-from rlpt.eval.video import write_video
+from rlpt.media import write_video
 
 BITS = 8
 

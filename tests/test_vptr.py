@@ -373,7 +373,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path, icvf_folder):
 
 
 def test_pixel_tabletop_dataset_observations_are_the_env_frames():
-    from rlpt.data.generate import make_dataset, parse_name
+    from rlpt.collect.generate import make_dataset, parse_name
     from rlpt.envs import make_env
 
     assert parse_name("tabletop-push-noisy-pixels32").pixels == 32

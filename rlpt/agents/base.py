@@ -18,6 +18,7 @@ traceback (`rlpt train --resume` then falls back to the previous intact checkpoi
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -39,6 +40,28 @@ from rlpt.utils import check_fields, replace_dir, resolve_device, to_jsonable, v
 
 AGENT_REGISTRY: dict[str, type[Agent]] = {}
 CONFIG_REGISTRY: dict[str, type[AgentConfig]] = {}
+
+#: rlpt's own agents by recipe name -> the module whose import registers them. `agent_class` imports it on first
+#: use, so no agent package imports another one just to fill the registry (the GFlowNet agent lives in `rlpt.gfn`).
+BUILTIN_AGENTS: dict[str, str] = {
+    "bc": "rlpt.agents.bc", "iql": "rlpt.agents.iql", "calql": "rlpt.agents.calql", "unio4": "rlpt.agents.unio4",
+    "contextwm": "rlpt.agents.contextwm", "sb3_ppo": "rlpt.agents.sb3", "sb3_sac": "rlpt.agents.sb3",
+    "rllib_ppo": "rlpt.agents.rllib", "rllib_sac": "rlpt.agents.rllib", "gfn": "rlpt.gfn.gflownet",
+}
+
+
+def known_agents() -> list[str]:
+    """Every agent name a recipe or checkpoint may use."""
+    return sorted(set(AGENT_REGISTRY) | set(BUILTIN_AGENTS))
+
+
+def agent_class(name: str, source: str = "recipe") -> type[Agent]:
+    """The agent class registered as `name` (importing a built-in agent's module when needed)."""
+    if name not in AGENT_REGISTRY and name in BUILTIN_AGENTS:
+        importlib.import_module(BUILTIN_AGENTS[name])
+    if name not in AGENT_REGISTRY:
+        raise ConfigError(f"{source}: unknown agent {name!r}; known agents: {known_agents()}")
+    return AGENT_REGISTRY[name]
 
 
 def register_agent(name: str):
@@ -249,9 +272,10 @@ class Agent:
         """Rebuild the agent saved at `path` (any registered agent class). Extra keyword arguments go to the
         agent's constructor, e.g. `encoder=` for image agents (its weights come from the checkpoint)."""
         meta = read_agent_meta(Path(path))
-        agent_cls = AGENT_REGISTRY.get(meta["agent"])
-        if agent_cls is None:
-            raise CheckpointError(f"{path}: unknown agent '{meta['agent']}'; known: {sorted(AGENT_REGISTRY)}")
+        try:
+            agent_cls = agent_class(meta["agent"], source=str(path))
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
         config = agent_cls.config_class.from_dict(meta["config"], source=str(Path(path) / "agent.json"))
         spaces_ = {}
         for key in ("observation_space", "action_space"):
@@ -269,8 +293,6 @@ class Agent:
 
 def load(path: str | os.PathLike, device: str = "auto", **kwargs) -> Agent:
     """Load any rlpt agent checkpoint (a folder written by `Agent.save`); kwargs go to the constructor."""
-    import rlpt.agents  # noqa: F401  (registers the built-in agents)
-
     return Agent.load(path, device=device, **kwargs)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from rlpt.agents.base import register_agent
 from rlpt.agents.core import OfflineAgent, OfflineConfig
 from rlpt.errors import ConfigError
+from rlpt.nets.optim import adam
 from rlpt.nets.policies import PolicyNet
 
 
@@ -44,7 +45,7 @@ class BC(OfflineAgent):
             raise ConfigError(f"BCConfig.policy must be 'deterministic' or 'gaussian', got {config.policy!r}")
         self.actor = PolicyNet(self.obs_dim, self.act_dim, config.hidden, config.policy == "gaussian",
                                config.activation).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=config.lr)
 
     def policy_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.sample(self.obs_norm(obs), deterministic, self.gen)[0]

@@ -51,6 +51,7 @@ from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
 from rlpt.nets.critics import QEnsemble, soft_update
 from rlpt.nets.encoders import build_image_encoder, random_shift
+from rlpt.nets.optim import adam
 from rlpt.nets.policies import TanhGaussianActor
 
 
@@ -145,15 +146,15 @@ class CalQL(OfflineAgent):
         self.log_temps = nn.ParameterDict({
             "log_alpha": nn.Parameter(torch.tensor(math.log(config.alpha))),
             "log_alpha_prime": nn.Parameter(torch.tensor(0.0))}).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.policy_lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=config.policy_lr)
         critic_params = list(self.qf.parameters())
         if self.encoder is not None:
             critic_params += list(self.trunk.parameters())
             if not config.freeze_encoder:
                 critic_params += list(self.encoder.parameters())
-        self.qf_opt = torch.optim.Adam(critic_params, lr=config.q_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_temps["log_alpha"]], lr=config.alpha_lr)
-        self.alpha_prime_opt = torch.optim.Adam([self.log_temps["log_alpha_prime"]], lr=config.q_lr)
+        self.qf_opt = adam(critic_params, lr=config.q_lr)
+        self.alpha_opt = adam([self.log_temps["log_alpha"]], lr=config.alpha_lr)
+        self.alpha_prime_opt = adam([self.log_temps["log_alpha_prime"]], lr=config.q_lr)
 
     @property
     def mc_gamma(self) -> float | None:

@@ -30,6 +30,7 @@ from rlpt.agents.base import register_agent
 from rlpt.agents.core import OfflineAgent, OffPolicyConfig
 from rlpt.errors import ConfigError
 from rlpt.nets.critics import IQLCritic
+from rlpt.nets.optim import adam
 from rlpt.nets.policies import PolicyNet
 
 
@@ -68,7 +69,7 @@ class IQL(OfflineAgent):
         # Q, target Q and V with their optimisers: the one IQL critic implementation (shared with Uni-O4).
         self.critic = IQLCritic(self.obs_dim, self.act_dim, config.hidden, config.hidden, config.critic_lr,
                                 config.expectile, config.discount, config.tau).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=config.actor_lr)
 
     def policy_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.sample(self.obs_norm(obs), deterministic, self.gen)[0]

@@ -49,6 +49,7 @@ from torch import nn
 
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
 from rlpt.callbacks import run_callbacks
+from rlpt.cluster import init_ray
 from rlpt.errors import ConfigError, RlptError
 from rlpt.utils import replace_dir
 
@@ -270,8 +271,6 @@ class RLlibAgent(Agent):
         return {"instance": self._env_key}
 
     def _build_algo(self, env: gym.Env) -> None:
-        from rlpt.tune import init_ray
-
         init_ray(num_cpus=1 + self.config.num_env_runners * self.config.num_cpus_per_env_runner)
         register_rlpt_env()
         cfg = self.algo_config.copy(copy_frozen=False).environment(RLLIB_ENV_NAME,

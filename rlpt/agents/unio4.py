@@ -57,6 +57,7 @@ from rlpt.nets.dynamics import DynamicsEnsemble, TerminationFn, get_termination_
 from rlpt.nets.encoders import build_image_encoder, channels_first
 from rlpt.nets.ensemble import clip_grad_norm_per_member
 from rlpt.nets.normalizer import ObsNormalizer
+from rlpt.nets.optim import adam
 from rlpt.nets.policies import GaussianPolicy, PolicyEnsemble, gaussian_sample
 
 PHASES = ("critic", "dynamics", "bc", "improve")
@@ -274,12 +275,12 @@ class UniO4(Agent):
         self.actor = GaussianPolicy(feat_dim, act_dim, config.policy_hidden, config.policy_activation).to(self.device)
         self.online_v = ValueNet(feat_dim, config.v_hidden).to(self.device)
 
-        self.dyn_opt = torch.optim.Adam(self.dynamics.parameters(), lr=config.dynamics_lr)
-        self.bc_opt = torch.optim.Adam(self.policies.parameters(), lr=config.bc_lr)
-        self.improve_opt = torch.optim.Adam(self.policies.parameters(), lr=config.improve_lr)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.online_actor_lr,
+        self.dyn_opt = adam(self.dynamics.parameters(), lr=config.dynamics_lr)
+        self.bc_opt = adam(self.policies.parameters(), lr=config.bc_lr)
+        self.improve_opt = adam(self.policies.parameters(), lr=config.improve_lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=config.online_actor_lr,
                                           eps=config.online_adam_eps)
-        self.online_v_opt = torch.optim.Adam([*self.online_v.parameters(), *encoder_params],
+        self.online_v_opt = adam([*self.online_v.parameters(), *encoder_params],
                                              lr=config.online_critic_lr, eps=config.online_adam_eps)
 
         self.gen = generator_for(self.device, config.seed)

@@ -374,7 +374,7 @@ def check_env(
     from gymnasium.utils.passive_env_checker import env_render_passive_checker
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    from rlpt.eval.video import write_video
+    from rlpt.media import write_video
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 0:
         raise EnvSpecError(f"episodes must be an integer >= 0, got {episodes!r}")

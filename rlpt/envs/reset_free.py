@@ -4,21 +4,27 @@
 and ends it, or the task's time limit hits), the next `reset()` switches the env to the other task
 (`TaskSpec.reverse`) and keeps the scene (`options={"reset_free": True}`) instead of restoring it. Every
 `hard_reset_every` env steps the next reset is a real one, as a human (or the simulator) would do.
-From the agent's side every forward or backward attempt is an ordinary episode. With `record_path`,
-every transition is kept and written as a D4RL-layout HDF5 (an rlpt Dataset) every `save_every`
-episodes and on `close()`, atomically, so a crash loses at most the episodes since the last write.
+From the agent's side every forward or backward attempt is an ordinary episode. With a `recorder`
+(`rlpt.data.record.EpisodeRecorder`, or anything with its `begin`/`add`/`end`/`save` methods), every
+transition is kept and written as a D4RL-layout HDF5 every few episodes and on `close()`.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
-import numpy as np
 
 from rlpt.errors import EnvSpecError
+
+
+class EpisodeSink(Protocol):
+    """Where a wrapper hands its transitions (`rlpt.data.record.EpisodeRecorder` is the one rlpt ships)."""
+
+    def begin(self, obs: Any, task: str) -> None: ...
+    def add(self, action, reward, terminated, truncated, next_obs, info: dict) -> None: ...
+    def end(self) -> None: ...
+    def save(self) -> Any: ...
 
 
 class ResetFreeWrapper(gym.Wrapper):
@@ -30,8 +36,7 @@ class ResetFreeWrapper(gym.Wrapper):
     the ground truth when the env reports it; for monitoring only, never for rewards).
     """
 
-    def __init__(self, env: gym.Env, hard_reset_every: int = 1000, record_path: str | os.PathLike | None = None,
-                 save_every: int = 10) -> None:
+    def __init__(self, env: gym.Env, hard_reset_every: int = 1000, recorder: EpisodeSink | None = None) -> None:
         super().__init__(env)
         base = env.unwrapped
         if not (hasattr(base, "set_task") and hasattr(base, "task")):
@@ -39,7 +44,7 @@ class ResetFreeWrapper(gym.Wrapper):
                                f"got {type(base).__name__}")
         if hard_reset_every < 1:
             raise EnvSpecError(f"ResetFreeWrapper: hard_reset_every must be >= 1; got {hard_reset_every}")
-        self.hard_reset_every, self.save_every = int(hard_reset_every), int(save_every)
+        self.hard_reset_every = int(hard_reset_every)
         self.forward_task = base.task.name
         self.steps_since_hard_reset = 0
         self.hard_resets = self.task_switches = 0
@@ -47,7 +52,7 @@ class ResetFreeWrapper(gym.Wrapper):
         self.successes_by_task: dict[str, int] = {}
         self._started = False
         self._episode_success = False
-        self.recorder = EpisodeRecorder(record_path, save_every) if record_path is not None else None
+        self.recorder = recorder
 
     @property
     def task(self) -> str:
@@ -104,85 +109,3 @@ class ResetFreeWrapper(gym.Wrapper):
                 self.recorder.end()
             self.recorder.save()
         super().close()
-
-
-class EpisodeRecorder:
-    """Keeps every transition of an env's episodes and writes them to `path` (D4RL-layout HDF5) every
-    `save_every` finished episodes and on `save()`. Rows hold the reward the agent saw; `infos` keep the
-    env's own reward (`reward_env`, when a reward wrapper put it there), ground-truth `success`, the
-    reward model's validity, and the task index into `metadata["tasks"]`."""
-
-    def __init__(self, path: str | os.PathLike, save_every: int = 10) -> None:
-        self.path, self.save_every = Path(path), max(1, int(save_every))
-        self.rows: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts",
-                                                      "next_observations", "success", "reward_env",
-                                                      "reward_model_valid", "task")}
-        self.tasks: list[str] = []
-        self._obs: Any = None
-        self._task_id = 0
-        self._open = False
-        self.episodes = 0
-
-    def begin(self, obs: Any, task: str) -> None:
-        if task not in self.tasks:
-            self.tasks.append(task)
-        self._obs, self._task_id, self._open = obs, self.tasks.index(task), True
-
-    def add(self, action, reward, terminated, truncated, next_obs, info: dict) -> None:
-        if not self._open:
-            return
-        r = self.rows
-        r["observations"].append(np.asarray(self._obs))
-        r["actions"].append(np.asarray(action, np.float32))
-        r["rewards"].append(float(reward))
-        r["terminals"].append(bool(terminated))
-        r["timeouts"].append(bool(truncated and not terminated))
-        r["next_observations"].append(np.asarray(next_obs))
-        r["success"].append(bool(info.get("success", False)))
-        r["reward_env"].append(float(info.get("reward_env", reward)))
-        rm = info.get("reward_model")
-        r["reward_model_valid"].append(bool(rm["valid"]) if isinstance(rm, dict) else True)
-        r["task"].append(self._task_id)
-        self._obs = next_obs
-
-    def end(self) -> None:
-        """Close the current episode (an unfinished one ends as a timeout, as D4RL files mark them)."""
-        if not self._open:
-            return
-        self._open = False
-        if self.rows["terminals"] and not (self.rows["terminals"][-1] or self.rows["timeouts"][-1]):
-            self.rows["timeouts"][-1] = True
-        self.episodes += 1
-        if self.episodes % self.save_every == 0:
-            self.save()
-
-    def dataset(self):
-        """The episodes recorded so far (finished ones and the rows of the current one) as an rlpt Dataset."""
-        from rlpt.data.dataset import Dataset
-
-        r = self.rows
-        n = len(r["rewards"])
-        if n == 0:
-            return None
-        timeouts = np.asarray(r["timeouts"], bool)
-        terminals = np.asarray(r["terminals"], bool)
-        if not (terminals[-1] or timeouts[-1]):
-            timeouts = timeouts.copy()
-            timeouts[-1] = True
-        return Dataset(np.stack(r["observations"]).astype(np.float32), np.stack(r["actions"]),
-                       np.asarray(r["rewards"], np.float32), terminals, timeouts,
-                       next_observations=np.stack(r["next_observations"]).astype(np.float32),
-                       infos={"success": np.asarray(r["success"], bool),
-                              "reward_env": np.asarray(r["reward_env"], np.float32),
-                              "reward_model_valid": np.asarray(r["reward_model_valid"], bool),
-                              "task": np.asarray(r["task"], np.int64)},
-                       metadata={"source": str(self.path), "tasks": list(self.tasks), "kind": "reset-free online"})
-
-    def save(self) -> Path | None:
-        from rlpt.data import save_d4rl
-
-        ds = self.dataset()
-        if ds is None:
-            return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return save_d4rl(ds, self.path)

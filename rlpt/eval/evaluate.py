@@ -144,7 +144,7 @@ def evaluate(policy: Any, env: str | gym.Env, episodes: int = 10, *, seed: int =
         norm = [100.0 * (r - lo) / (hi - lo) for r in returns]
     video = None
     if video_path is not None and frames and frames[0] is not None:
-        from rlpt.eval.video import write_video
+        from rlpt.media import write_video
 
         video = str(write_video(video_path, np.stack(frames), fps=video_fps))
     return EvalResult(returns, lengths, successes if reports_success else None, norm, video)

@@ -15,16 +15,21 @@ torchgfn's generic containers spend most of its ~25 CPU-ms per training step in 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
+from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent
+from rlpt.callbacks import run_callbacks
 from rlpt.errors import ConfigError
-from rlpt.gfn.envs import DAGEnv
-from rlpt.gfn.evaluate import masked_log_softmax, policy_table
+from rlpt.gfn.envs import DAGEnv, make_dag_env
+from rlpt.gfn.evaluate import exact_metrics, masked_log_softmax, policy_table
 from rlpt.gfn.losses import Terms, detailed_balance, subtrajectory_balance, trajectory_balance
 from rlpt.nets.mlp import ACTIVATIONS, MLP
 
@@ -220,15 +225,6 @@ def log_mean_exp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the rlpt agent
-import dataclasses  # noqa: E402
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-
-from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent  # noqa: E402
-from rlpt.callbacks import run_callbacks  # noqa: E402
-from rlpt.gfn.envs import make_dag_env  # noqa: E402
-from rlpt.gfn.evaluate import exact_metrics  # noqa: E402
 
 MODES = ("scratch", "exact", "amortized")
 

@@ -13,6 +13,7 @@ from torch import nn
 from rlpt.errors import ConfigError
 from rlpt.nets.ensemble import EnsembleMLP
 from rlpt.nets.mlp import ACTIVATIONS
+from rlpt.nets.optim import adam
 
 
 class QEnsemble(EnsembleMLP):
@@ -93,8 +94,8 @@ class IQLCritic(nn.Module):
         self.v = ValueNet(obs_dim, v_hidden)
         self.expectile, self.discount, self.tau = expectile, discount, tau
         self.target_update_interval = target_update_interval
-        self.q_opt = torch.optim.Adam([*self.q.parameters(), *extra_q_params], lr=lr)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=lr)
+        self.q_opt = adam([*self.q.parameters(), *extra_q_params], lr=lr)
+        self.v_opt = adam(self.v.parameters(), lr=lr)
 
     def update(self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor,
                next_obs: torch.Tensor, step: int) -> tuple[dict[str, float], torch.Tensor]:

@@ -423,7 +423,7 @@ class SuccessClassifier:
         """Write `model.safetensors` and `classifier.json` (task, camera, image size, threshold, report)."""
         from safetensors.torch import save_file
 
-        from rlpt import __version__
+        from rlpt._version import __version__
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -274,7 +274,7 @@ class RobotEnv(gym.Env):
         self.cameras = {n: OpenCVCamera(c) for n, c in config.cameras.items() if c.source == "opencv"}
         self.recorder = None
         if record_path is not None:
-            from rlpt.envs.reset_free import EpisodeRecorder
+            from rlpt.data.record import EpisodeRecorder
 
             self.recorder = EpisodeRecorder(record_path, save_every)
         self._lock = threading.RLock()

@@ -2,7 +2,7 @@
 
 `rlpt data train-behavior ENV` trains Stable-Baselines3 SAC or PPO and saves actor snapshots along the way
 (safetensors + a JSON manifest with each snapshot's measured return). The snapshots are small and
-committed under `rlpt/data/behavior/<env>/`, so datasets regenerate in minutes without retraining:
+committed under `rlpt/collect/behavior/<env>/`, so datasets regenerate in minutes without retraining:
 
 - `expert`: the last snapshot; `medium`: the snapshot whose return is closest to one third of the
   way from the random policy to the expert (D4RL's "medium" is about a third of expert);
@@ -34,7 +34,7 @@ BEHAVIOR_DIR = Path(__file__).resolve().parent / "behavior"
 
 
 def behavior_dir() -> Path:
-    """Where behaviour policies live: $RLPT_BEHAVIOR_DIR, else the committed `rlpt/data/behavior/`."""
+    """Where behaviour policies live: $RLPT_BEHAVIOR_DIR, else the committed `rlpt/collect/behavior/`."""
     return Path(os.environ.get("RLPT_BEHAVIOR_DIR", BEHAVIOR_DIR))
 
 

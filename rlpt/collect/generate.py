@@ -1,7 +1,7 @@
 """Dataset generation: `rlpt data make NAME`.
 
 Locomotion names follow D4RL with Gymnasium v5 envs: `<env>-<kind>-v5` with env in hopper, halfcheetah,
-walker2d and kind in random, medium, expert, medium-replay, medium-expert (see `rlpt.data.behavior`
+walker2d and kind in random, medium, expert, medium-replay, medium-expert (see `rlpt.collect.behavior`
 for how each behaviour policy is chosen). Tabletop names: `tabletop-<task>-<kind>` with kind
 `scripted` (the scripted controller, mostly successes) or `noisy` (the same with Gaussian action
 noise: successes and failures); add `--images` for camera frames beside the states, or end the name with
@@ -21,7 +21,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from rlpt.data.behavior import BehaviorPolicy, load_manifest, random_policy
+from rlpt.collect.behavior import BehaviorPolicy, load_manifest, random_policy
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError
 
@@ -150,7 +150,7 @@ class _Recorder:
 def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: int = 8, images: bool = False,
                  image_size: int = 64, camera: str | None = None, quiet: bool | None = None) -> Dataset:
     """Generate the dataset `name` (see module docstring). `size` overrides the number of transitions."""
-    from rlpt import __version__
+    from rlpt._version import __version__
     from rlpt.runs import progress
 
     spec = parse_name(name)

@@ -457,7 +457,7 @@ def render_videos(out: str | os.PathLike, domains: tuple[str, ...] | list[str] =
 
     The folder is written under ``<out>.partial`` and moved into place at the end.
     """
-    from rlpt.eval.video import write_video
+    from rlpt.media import write_video
     from rlpt.runs import progress
     from rlpt.utils import replace_dir, write_json, write_text_atomic
 
