@@ -8,7 +8,6 @@ resumes from its last chunk with `--resume RUN_FOLDER`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import sys
@@ -16,12 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from rlpt.config import apply_overrides, load_yaml, set_dotted, validate
 from rlpt.errors import CheckpointError, ConfigError, RunError
-from rlpt.utils import load_yaml_bounded, read_yaml, repo_root, spearman
+from rlpt.utils import repo_root, spearman
+
+__all__ = ["Recipe", "apply_overrides", "find_recipe", "load_recipe", "set_dotted", "train"]
 
 
 @dataclass
@@ -33,7 +35,7 @@ class Recipe:
     config: dict[str, Any] = field(default_factory=dict)
     dataset: str | list[str] | None = None  # dataset name(s) for `rlpt data make` or D4RL-layout file path(s)
     dataset_size: int | None = None  # when the dataset is made here
-    offline_steps: int | str = 0  # "auto": the agent's own offline schedule length
+    offline_steps: int | Literal["auto"] = 0  # "auto": the agent's own offline schedule length
     online_steps: int = 0
     mix_ratio: float | None = 0.5
     seed: int = 0
@@ -56,14 +58,30 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Recipe:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ConfigError(f"{where}: unknown recipe key(s) {unknown}; valid keys: {sorted(fields)}")
-        for req in ("agent", "env"):
-            if req not in data:
-                raise ConfigError(f"{where}: recipe key '{req}' is required")
-        return cls(**data)
+        """Validate a recipe mapping (`rlpt.config.validate`: typed, unknown keys rejected); `where` names its
+        file in errors."""
+        return validate(cls, data, where)
+
+    def agent_config_dict(self) -> dict[str, Any]:
+        """The agent config's fields this recipe sets: `config` plus the recipe's `seed` and `pretrained`."""
+        return {"seed": self.seed, **self.config,
+                **({"pretrained": self.pretrained} if self.pretrained is not None else {})}
+
+    def check_agent_config(self, where: str) -> None:
+        """Validate `config` against the agent's config class now, so a wrong key or type fails before any
+        dataset is made (errors name `where` and the key as `config.<field>`)."""
+        import rlpt.agents  # noqa: F401  (registers agents)
+        from rlpt.agents.base import AGENT_REGISTRY
+
+        cls = AGENT_REGISTRY.get(self.agent)
+        if cls is None:
+            raise ConfigError(f"{where}: agent: unknown agent {self.agent!r}; known agents: "
+                              f"{sorted(AGENT_REGISTRY)}")
+        if self.pretrained is not None and "pretrained" not in {f.name for f in
+                                                                dataclasses.fields(cls.config_class)}:
+            raise ConfigError(f"{where}: pretrained={self.pretrained} was given but agent '{self.agent}' takes no "
+                              "pretrained checkpoint")
+        validate(cls.config_class, self.agent_config_dict(), where, prefix="config.")
 
 
 def recipes_dir() -> Path:
@@ -85,36 +103,15 @@ def find_recipe(name_or_path: str) -> Path:
     raise ConfigError(f"recipe '{name_or_path}' not found (neither a file nor in {recipes_dir()}); known: {known}")
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
-    """Apply `key=value` overrides; dotted keys reach into nested dicts (`config.lr=1e-4`)."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value")
-        key, raw = item.split("=", 1)
-        try:
-            set_dotted(data, key, load_yaml_bounded(raw, f"override {key}") if raw else None)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    return data
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """`data[a][b][c] = value` for `key="a.b.c"` (sections created as needed)."""
-    node = data
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{key}': '{p}' is not a section")
-    node[parts[-1]] = value
-
-
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe (file or catalog name), apply `a.b=c` overrides and validate it and its agent config."""
     path = find_recipe(name_or_path)
-    data = read_yaml(path) or {}
-    data.setdefault("name", f"{path.parent.name}-{path.stem}")
-    return Recipe.from_dict(apply_overrides(data, list(overrides), str(path)), str(path))
+    data = load_yaml(path) or {}
+    if isinstance(data, dict):
+        data.setdefault("name", f"{path.parent.name}-{path.stem}")
+    recipe = Recipe.from_dict(apply_overrides(data, list(overrides), str(path)), str(path))
+    recipe.check_agent_config(str(path))
+    return recipe
 
 
 def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
@@ -184,7 +181,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     t_start = time.time()
     if resume is not None:
         run = RunDir.open(resume)
-        saved = read_yaml(run.config_path)
+        saved = load_yaml(run.config_path)
         if saved.get("recipe") != dataclasses.asdict(recipe):
             recipe = Recipe.from_dict(saved["recipe"], str(run.config_path))
     else:
@@ -228,13 +225,8 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     else:
         if resume is not None:
             print(f"{run.path} holds no checkpoint yet; starting it from scratch")
-        cfg_dict = {"seed": recipe.seed, **recipe.config}
-        if recipe.pretrained is not None:
-            if "pretrained" not in {f.name for f in dataclasses.fields(agent_cls.config_class)}:
-                raise ConfigError(f"{recipe.name}: pretrained={recipe.pretrained} was given but agent "
-                                  f"'{recipe.agent}' takes no pretrained checkpoint")
-            cfg_dict["pretrained"] = recipe.pretrained
-        config = agent_cls.config_class.from_dict(cfg_dict, source=recipe.name)
+        recipe.check_agent_config(recipe.name)
+        config = agent_cls.config_class.from_dict(recipe.agent_config_dict(), source=recipe.name)
         agent = config.create(env.observation_space, env.action_space)
         if dataset is not None and hasattr(agent, "set_dataset_stats"):
             agent.set_dataset_stats(dataset)
