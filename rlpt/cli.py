@@ -247,11 +247,13 @@ def cmd_export(args) -> int:
 
 # ----------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from rlpt.train import check_resumable, load_recipe, train
+    from rlpt.train import check_resumable, find_recipe, load_recipe, train
 
     if args.resume:
         check_resumable(args.resume)  # the run's saved recipe wins over the file and overrides
     recipe = load_recipe(args.recipe, list(args.overrides))
+    if not args.resume:
+        recipe.check_agent_config(str(find_recipe(args.recipe)))  # errors name the file; nothing has run yet
     if args.threads:
         import torch
 

@@ -292,7 +292,14 @@ def type_name(tp: Any) -> str:
     """A readable annotation: `float`, `tuple[int, ...]`, `str | None`, `Literal['auto']`."""
     if tp is Any:
         return "any value"
-    if isinstance(tp, type) and not typing.get_args(tp):
+    if tp is type(None):
+        return "None"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if isinstance(tp, type) and not args:
         return tp.__name__
     return str(tp).replace("typing.", "").replace("NoneType", "None")
 

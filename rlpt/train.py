@@ -104,14 +104,13 @@ def find_recipe(name_or_path: str) -> Path:
 
 
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe (file or catalog name), apply `a.b=c` overrides and validate it and its agent config."""
+    """Read a recipe (file or catalog name), apply `a.b=c` overrides and validate it (`Recipe.from_dict`); its
+    agent config is validated by `train` before anything runs (`Recipe.check_agent_config`)."""
     path = find_recipe(name_or_path)
     data = load_yaml(path) or {}
     if isinstance(data, dict):
         data.setdefault("name", f"{path.parent.name}-{path.stem}")
-    recipe = Recipe.from_dict(apply_overrides(data, list(overrides), str(path)), str(path))
-    recipe.check_agent_config(str(path))
-    return recipe
+    return Recipe.from_dict(apply_overrides(data, list(overrides), str(path)), str(path))
 
 
 def _load_dataset(recipe: Recipe, data_root: Path, quiet: bool | None):
@@ -177,6 +176,8 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
 
     if recipe.agent not in AGENT_REGISTRY:
         raise ConfigError(f"unknown agent '{recipe.agent}'; known agents: {sorted(AGENT_REGISTRY)}")
+    if resume is None:  # wrong keys and types fail now, before a dataset is made or a run folder written
+        recipe.check_agent_config(recipe.name)
     set_seed(recipe.seed)
     t_start = time.time()
     if resume is not None:
@@ -225,7 +226,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     else:
         if resume is not None:
             print(f"{run.path} holds no checkpoint yet; starting it from scratch")
-        recipe.check_agent_config(recipe.name)
+        recipe.check_agent_config(recipe.name)  # a resumed run's saved recipe, when it has no checkpoint yet
         config = agent_cls.config_class.from_dict(recipe.agent_config_dict(), source=recipe.name)
         agent = config.create(env.observation_space, env.action_space)
         if dataset is not None and hasattr(agent, "set_dataset_stats"):
