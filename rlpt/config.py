@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+import pydantic_core
 import yaml
 
 from rlpt.errors import ConfigError
@@ -418,11 +419,22 @@ def config_flags(parser: argparse.ArgumentParser, cls: type, fields: Iterable[st
             parser.add_argument(flag, dest=f"cfg_{name}", action="store_const", const=True, default=None,
                                 help=f"set {name}=true")
         elif _flag_type(tp) is not None:
+            default = _default(cls, name)
             parser.add_argument(flag, dest=f"cfg_{name}", metavar=type_name(tp).upper(),
-                                help=f"{help_prefix} {name} (same as {name}=VALUE)")
+                                help=f"{help_prefix} {name} (same as {name}=VALUE"
+                                     + (f"; class default {default!r})" if default is not None else ")"))
         else:
             raise ValueError(f"{cls.__name__}.{name} is {type_name(tp)}; only scalar fields become flags "
                              "(use the key=value override)")
+
+
+def _default(cls: type, name: str) -> Any:
+    """A field's plain default (None when it has none or a factory)."""
+    if isinstance(cls, type) and issubclass(cls, pydantic.BaseModel):
+        default = cls.model_fields[name].default
+    else:
+        default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    return None if default is dataclasses.MISSING or default is pydantic_core.PydanticUndefined else default
 
 
 def flag_overrides(args: argparse.Namespace, fields: Iterable[str]) -> list[str]:
