@@ -64,9 +64,9 @@ def steps_to(points: list[tuple[int, float]], level: float) -> int | None:
 
 def classifier_report(run: str) -> dict | None:
     """FP/FN of the success classifier a run used, on held-out frames and fresh rollouts (its saved report)."""
-    import yaml
+    from rlpt.config import load_yaml
 
-    model = yaml.safe_load(Path(run, "config.yaml").read_text()).get("reward_model") or {}
+    model = load_yaml(Path(run, "config.yaml")).get("reward_model") or {}
     if model.get("type") != "SuccessClassifierReward" or not model.get("path"):
         return None
     rep = json.loads(Path(model["path"], "classifier.json").read_text()).get("report", {})

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from rlpt.errors import RlptError
+from rlpt.config import apply_overrides, config_flags, flag_overrides, load_yaml
+from rlpt.errors import ConfigError, RlptError
 
 
 def data_dir() -> Path:
@@ -158,9 +160,8 @@ def cmd_eval(args) -> int:
     config = {}
     if run_dir is not None:
         from rlpt.runs import RunDir
-        from rlpt.utils import read_yaml
 
-        config = read_yaml(run_dir / "config.yaml") or {}
+        config = load_yaml(run_dir / "config.yaml") or {}
         ckpt = run_dir / "final" if (run_dir / "final").exists() else RunDir.open(run_dir).latest_checkpoint()
         if ckpt is None:
             raise RlptError(f"{run_dir} holds no checkpoint to evaluate")
@@ -183,7 +184,7 @@ def cmd_ope_noise(args) -> int:
     import rlpt
     from rlpt.runs import RunDir
     from rlpt.train import Recipe, _load_dataset
-    from rlpt.utils import read_yaml, write_json
+    from rlpt.utils import write_json
 
     run = RunDir.open(args.run)
     ckpt = Path(args.checkpoint) if args.checkpoint else (
@@ -193,7 +194,7 @@ def cmd_ope_noise(args) -> int:
     agent = rlpt.load(ckpt)
     if not agent.reports_ope:
         raise RlptError(f"{ckpt}: agent '{agent.config.__class__.__name__}' has no offline policy evaluation")
-    recipe = Recipe.from_dict(read_yaml(run.config_path)["recipe"], str(run.config_path))
+    recipe = Recipe.from_dict(load_yaml(run.config_path)["recipe"], str(run.config_path))
     dataset = _load_dataset(recipe, data_dir(), quiet=True)
     noise = agent.ope_noise(dataset, repeats=args.repeats)
     scores = np.array([h[2] for h in agent.ope_history if np.isfinite(h[2])])
@@ -217,7 +218,7 @@ def cmd_deploy(args) -> int:
     from rlpt.deploy import deploy
 
     s = deploy(args.policy, args.robot, episodes=args.episodes, out=args.out, max_steps=args.max_steps,
-               realtime=not args.no_realtime, quiet=args.quiet or None)
+               realtime=not args.no_realtime, quiet=args.quiet or None, overrides=list(args.overrides))
     _print_json({k: v for k, v in s.items() if k != "episodes"})
     print(f"recorded {sum(e['length'] for e in s['episodes'])} steps in {len(s['episodes'])} episode(s) -> "
           f"{s['dataset']}")
@@ -246,11 +247,13 @@ def cmd_export(args) -> int:
 
 # ----------------------------------------------------------------------------- train
 def cmd_train(args) -> int:
-    from rlpt.train import check_resumable, load_recipe, train
+    from rlpt.train import check_resumable, find_recipe, load_recipe, train
 
     if args.resume:
         check_resumable(args.resume)  # the run's saved recipe wins over the file and overrides
     recipe = load_recipe(args.recipe, list(args.overrides))
+    if not args.resume:
+        recipe.check_agent_config(str(find_recipe(args.recipe)))  # errors name the file; nothing has run yet
     if args.threads:
         import torch
 
@@ -312,7 +315,7 @@ def cmd_reward_train_classifier(args) -> int:
 def cmd_robot_check(args) -> int:
     from rlpt.robots import load_robot_config, make_driver
 
-    cfg = load_robot_config(args.config)
+    cfg = load_robot_config(args.config, list(args.overrides))
     summary = cfg.summary()
     driver = make_driver(cfg)  # builds without connecting: validates the driver's options (a misspelt one fails)
     if args.connect:
@@ -358,15 +361,35 @@ def cmd_pretrain_gfn(args) -> int:
     return 0
 
 
-def _pretrain_config(args, out: Path, config_cls, read_meta, marker: str, overrides: dict):
-    """The pretraining config: a resumed run's own saved config, else `--preset` with the size overrides."""
+# Config fields of the pretraining commands that also have a flag (`--batch-size 32` is `batch_size=32`).
+CONTEXTWM_FLAGS = ("batch_size", "seq_len", "image_size", "lr")
+VPTR_FLAGS = ("batch_size", "image_size", "clip_len", "stride", "lr", "tau", "discount", "layer_norm")
+_OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def _split_videos(args) -> list[str]:
+    """`--videos A B key=value`: argparse hands trailing overrides to --videos; take them back (a path that exists
+    stays a video)."""
+    keep, extra = [], []
+    for v in args.videos:
+        (extra if _OVERRIDE.match(v) and not Path(v).exists() else keep).append(v)
+    if not keep:
+        raise ConfigError("--videos needs at least one video source before the key=value overrides")
+    args.videos = keep
+    return extra
+
+
+def _pretrain_config(args, out: Path, config_cls, read_meta, marker: str, overrides: list[str]):
+    """The pretraining config: a resumed run's own saved config, else `--preset` with `key=value` overrides."""
     if args.resume and ((out / "checkpoints" / "latest").exists() or (out / marker).exists()):
         config = config_cls.from_dict(read_meta(out)["config"], source=f"{out} (resumed)")  # the run's own wins
         if overrides or args.preset != "cpu-small":
-            print(f"resuming {out} with its saved config (preset {config.name!r}); --preset, --plain and size "
-                  "options are ignored")
+            print(f"resuming {out} with its saved config (preset {config.name!r}); --preset, --plain, size "
+                  "options and key=value overrides are ignored")
         return config
-    return config_cls.preset(args.preset, **overrides)
+    where = f"preset {args.preset!r} with overrides"
+    data = apply_overrides(config_cls.preset(args.preset).to_dict(), overrides, where)
+    return config_cls.from_dict(data, source=where)
 
 
 def cmd_pretrain_contextwm(args) -> int:
@@ -376,10 +399,9 @@ def cmd_pretrain_contextwm(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("image_size", args.image_size),
-                                   ("seq_len", args.seq_len), ("lr", args.lr)) if v is not None}
+    overrides = flag_overrides(args, CONTEXTWM_FLAGS) + list(args.overrides) + _split_videos(args)
     if args.plain:
-        overrides["contextual"] = False
+        overrides.append("contextual=false")
     out = Path(args.out or f"runs/contextwm__{args.preset}{'-plain' if args.plain else ''}__seed{args.seed}")
     config = _pretrain_config(args, out, WorldModelConfig, read_meta, "contextwm.json", overrides)
     t0 = time.time()
@@ -403,11 +425,7 @@ def cmd_pretrain_vptr(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("image_size", args.image_size),
-                                   ("clip_len", args.clip_len), ("stride", args.stride), ("lr", args.lr),
-                                   ("tau", args.tau), ("discount", args.discount)) if v is not None}
-    if args.layer_norm:
-        overrides["layer_norm"] = True
+    overrides = flag_overrides(args, VPTR_FLAGS) + list(args.overrides) + _split_videos(args)
     out = Path(args.out)
     config = _pretrain_config(args, out, ICVFConfig, read_meta, "vptr.json", overrides)
     t0 = time.time()
@@ -474,7 +492,10 @@ def cmd_quickstart(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `rlpt` parser. The pretraining commands' config flags are generated from their config classes, whose
+    modules import torch; they are built only when `argv` names `pretrain` (or is None: the full parser)."""
+    config_classes = argv is None or "pretrain" in argv
     p = argparse.ArgumentParser(prog="rlpt", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -613,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "rlpt Dataset, written as each episode ends).")
     dp.add_argument("--policy", required=True, help="run folder or checkpoint folder")
     dp.add_argument("--robot", required=True, help="robot config, e.g. robot_configs/sim_widowx_tabletop_push.yaml")
+    dp.add_argument("overrides", nargs="*", help="robot config overrides as key=value, e.g. driver.port=5555 "
+                                                 "safety.on_fault=raise")
     dp.add_argument("--episodes", type=int, default=1)
     dp.add_argument("--max-steps", type=int, help="cap each episode (default: the config's max_episode_steps)")
     dp.add_argument("--out", help="output folder (default runs/deploy/<config>__<time>)")
@@ -649,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "checks it carries what the policy mapping needs, and disconnects (no command "
                                   "is sent).")
     r.add_argument("config", help="robot config file, e.g. robot_configs/sim_widowx_tabletop_push.yaml")
+    r.add_argument("overrides", nargs="*", help="key=value overrides, e.g. control_rate_hz=20 driver.port=5555")
     r.add_argument("--connect", action="store_true", help="connect, read one observation, disconnect")
     r.set_defaults(func=cmd_robot_check)
 
@@ -692,10 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     cw.add_argument("--steps", type=int, default=2000, help="total updates (a resumed run continues to it)")
     cw.add_argument("--plain", action="store_true", help="plain world model: no context encoder or cross-attention")
     cw.add_argument("--out", help="output run folder (default runs/contextwm__<preset>[-plain]__seed<k>)")
-    cw.add_argument("--batch-size", type=int, help="override the preset's clips per batch")
-    cw.add_argument("--seq-len", type=int, help="override the preset's frames per clip")
-    cw.add_argument("--image-size", type=int, help="override the preset's frame size")
-    cw.add_argument("--lr", type=float, help="override the preset's learning rate")
+    cw.add_argument("overrides", nargs="*", help="WorldModelConfig overrides as key=value, e.g. depth=32 "
+                                                 "kl_scale=0.5 (applied to --preset)")
+    if config_classes:
+        from rlpt.nets.worldmodel import WorldModelConfig
+
+        config_flags(cw, WorldModelConfig, CONTEXTWM_FLAGS, help_prefix="override the preset's")
     cw.add_argument("--stride", type=int, default=1, help="frame step inside a clip")
     cw.add_argument("--seed", type=int, default=0)
     cw.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -721,14 +747,12 @@ def build_parser() -> argparse.ArgumentParser:
     vp.add_argument("--steps", type=int, default=3000, help="total gradient steps (a resumed run continues to it)")
     vp.add_argument("--out", required=True, help="output run folder")
     vp.add_argument("--preset", default="cpu-small", choices=("paper", "cpu-small", "tiny"))
-    vp.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    vp.add_argument("--image-size", type=int, help="override the preset's frame size")
-    vp.add_argument("--clip-len", type=int, help="override the preset's clip length (frames)")
-    vp.add_argument("--stride", type=int, help="frames skipped between clip frames")
-    vp.add_argument("--lr", type=float, help="override the preset's learning rate")
-    vp.add_argument("--tau", type=float, help="override the target network's Polyak rate (paper: 0.005)")
-    vp.add_argument("--discount", type=float, help="override the discount (paper: 0.99)")
-    vp.add_argument("--layer-norm", action="store_true", help="GELU + LayerNorm MLP heads (use_layer_norm)")
+    vp.add_argument("overrides", nargs="*", help="ICVFConfig overrides as key=value, e.g. expectile=0.8 "
+                                                 "encoder_kwargs.depth=8 (applied to --preset)")
+    if config_classes:
+        from rlpt.pretrain.vptr import ICVFConfig
+
+        config_flags(vp, ICVFConfig, VPTR_FLAGS, help_prefix="override the preset's")
     vp.add_argument("--seed", type=int, default=0)
     vp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     vp.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -800,7 +824,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.quiet:
         os.environ["RLPT_QUIET"] = "1"
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from rlpt.errors import ConfigError
 
 def deploy(policy: str | os.PathLike, robot: str | os.PathLike, *, episodes: int = 1,
            out: str | os.PathLike | None = None, max_steps: int | None = None, deterministic: bool = True,
-           realtime: bool = True, quiet: bool | None = None, **robot_overrides: Any) -> dict[str, Any]:
-    """Load the policy of a run or checkpoint, build the robot env from `robot` (a robot_configs/*.yaml), and run
+           realtime: bool = True, quiet: bool | None = None,
+           overrides: Sequence[str] | Mapping[str, Any] = ()) -> dict[str, Any]:
+    """Load the policy of a run or checkpoint, build the robot env from `robot` (a robot_configs/*.yaml, with
+    `overrides` as ``a.b=c`` strings or a mapping of dotted keys, e.g. ``["driver.port=5555"]``), and run
     `episodes` episodes. Every transition (with the action actually sent, after the safety layer) is written to
     `<out>/episodes.hdf5` as episodes finish, so a crash or a safety stop keeps what was recorded.
     Returns a summary (returns, lengths, faults, successes, the dataset path)."""
@@ -33,8 +36,7 @@ def deploy(policy: str | os.PathLike, robot: str | os.PathLike, *, episodes: int
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(out) if out is not None else Path("runs") / "deploy" / f"{Path(robot).stem}__{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    env = make_robot_env(robot, record_path=out / "episodes.hdf5", save_every=1, realtime=realtime,
-                         **robot_overrides)
+    env = make_robot_env(robot, overrides, record_path=out / "episodes.hdf5", save_every=1, realtime=realtime)
     if tuple(env.observation_space.shape) != tuple(agent.observation_space.shape) or \
             tuple(env.action_space.shape) != tuple(agent.action_space.shape):
         env.close()

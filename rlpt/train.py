@@ -8,19 +8,21 @@ resumes from its last chunk with `--resume RUN_FOLDER`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from rlpt.config import apply_overrides, load_yaml, set_dotted, validate
 from rlpt.errors import CheckpointError, ConfigError, RunError
-from rlpt.utils import load_yaml_bounded, read_yaml, repo_root, spearman
+from rlpt.utils import repo_root, spearman
+
+__all__ = ["Recipe", "apply_overrides", "find_recipe", "load_recipe", "set_dotted", "train"]
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Recipe:
     config: dict[str, Any] = field(default_factory=dict)
     dataset: str | list[str] | None = None  # dataset name(s) for `rlpt data make` or D4RL-layout file path(s)
     dataset_size: int | None = None  # when the dataset is made here
-    offline_steps: int | str = 0  # "auto": the agent's own offline schedule length
+    offline_steps: int | Literal["auto"] = 0  # "auto": the agent's own offline schedule length
     online_steps: int = 0
     mix_ratio: float | None = 0.5
     seed: int = 0
@@ -55,14 +57,25 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Recipe:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise ConfigError(f"{where}: unknown recipe key(s) {unknown}; valid keys: {sorted(fields)}")
-        for req in ("agent", "env"):
-            if req not in data:
-                raise ConfigError(f"{where}: recipe key '{req}' is required")
-        return cls(**data)
+        """Validate a recipe mapping (`rlpt.config.validate`: typed, unknown keys rejected); `where` names its
+        file in errors."""
+        return validate(cls, data, where)
+
+    def agent_config_dict(self) -> dict[str, Any]:
+        """The agent config's fields this recipe sets: `config` plus the recipe's `seed` and `pretrained`."""
+        return {"seed": self.seed, **self.config,
+                **({"pretrained": self.pretrained} if self.pretrained is not None else {})}
+
+    def check_agent_config(self, where: str) -> None:
+        """Validate `config` against the agent's config class now, so a wrong key or type fails before any
+        dataset is made (errors name `where` and the key as `config.<field>`)."""
+        from rlpt.agents.base import agent_class
+
+        cls = agent_class(self.agent, source=f"{where}: agent")
+        if self.pretrained is not None and not cls.takes_pretrained:
+            raise ConfigError(f"{where}: pretrained={self.pretrained} was given but agent '{self.agent}' takes no "
+                              "pretrained checkpoint")
+        validate(cls.config_class, self.agent_config_dict(), where, prefix="config.")
 
 
 def recipes_dir() -> Path:
@@ -84,35 +97,13 @@ def find_recipe(name_or_path: str) -> Path:
     raise ConfigError(f"recipe '{name_or_path}' not found (neither a file nor in {recipes_dir()}); known: {known}")
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
-    """Apply `key=value` overrides; dotted keys reach into nested dicts (`config.lr=1e-4`)."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key=value")
-        key, raw = item.split("=", 1)
-        try:
-            set_dotted(data, key, load_yaml_bounded(raw, f"override {key}") if raw else None)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-    return data
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """`data[a][b][c] = value` for `key="a.b.c"` (sections created as needed)."""
-    node = data
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{key}': '{p}' is not a section")
-    node[parts[-1]] = value
-
-
 def load_recipe(name_or_path: str, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe (file or catalog name), apply `a.b=c` overrides and validate it (`Recipe.from_dict`); its
+    agent config is validated by `train` before anything runs (`Recipe.check_agent_config`)."""
     path = find_recipe(name_or_path)
-    data = read_yaml(path) or {}
-    data.setdefault("name", f"{path.parent.name}-{path.stem}")
+    data = load_yaml(path) or {}
+    if isinstance(data, dict):
+        data.setdefault("name", f"{path.parent.name}-{path.stem}")
     return Recipe.from_dict(apply_overrides(data, list(overrides), str(path)), str(path))
 
 
@@ -178,11 +169,13 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     from rlpt.utils import set_seed
 
     agent_cls = agent_class(recipe.agent, source=recipe.name)
+    if resume is None:  # wrong keys and types fail now, before a dataset is made or a run folder written
+        recipe.check_agent_config(recipe.name)
     set_seed(recipe.seed)
     t_start = time.time()
     if resume is not None:
         run = RunDir.open(resume)
-        saved = read_yaml(run.config_path)
+        saved = load_yaml(run.config_path)
         if saved.get("recipe") != dataclasses.asdict(recipe):
             recipe = Recipe.from_dict(saved["recipe"], str(run.config_path))
     else:
@@ -227,13 +220,8 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     else:
         if resume is not None:
             print(f"{run.path} holds no checkpoint yet; starting it from scratch")
-        cfg_dict = {"seed": recipe.seed, **recipe.config}
-        if recipe.pretrained is not None:
-            if not agent_cls.takes_pretrained:
-                raise ConfigError(f"{recipe.name}: pretrained={recipe.pretrained} was given but agent "
-                                  f"'{recipe.agent}' takes no pretrained checkpoint")
-            cfg_dict["pretrained"] = recipe.pretrained
-        config = agent_cls.config_class.from_dict(cfg_dict, source=recipe.name)
+        recipe.check_agent_config(recipe.name)  # a resumed run's saved recipe, when it has no checkpoint yet
+        config = agent_cls.config_class.from_dict(recipe.agent_config_dict(), source=recipe.name)
         agent = config.create(env.observation_space, env.action_space)
     offline_total = recipe.offline_steps
     if offline_total == "auto":

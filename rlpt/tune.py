@@ -45,9 +45,9 @@ from typing import Any
 import yaml
 
 from rlpt.cluster import init_ray
+from rlpt.config import apply_overrides, load_yaml, set_dotted
 from rlpt.errors import ConfigError, RlptError
-from rlpt.train import Recipe, apply_overrides, find_recipe, set_dotted
-from rlpt.utils import read_yaml
+from rlpt.train import Recipe, find_recipe
 
 SPACE_TYPES: dict[str, tuple[str, ...]] = {
     "uniform": ("low", "high"),
@@ -134,6 +134,7 @@ def parse_space(data: Any, where: str = "search space", recipe_data: dict[str, A
             values = spec["values"]
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{w}: 'values' must be a non-empty list, got {values!r}")
+            _check_values(key, values, recipe_data, where)
             out[key] = {"type": kind, "values": values}
             continue
         integer = kind == "randint"
@@ -144,8 +145,24 @@ def parse_space(data: Any, where: str = "search space", recipe_data: dict[str, A
                               + (" (randint's high is exclusive)" if integer else ""))
         if kind == "loguniform" and low <= 0:
             raise ConfigError(f"{w}: loguniform needs low > 0, got {low}")
+        _check_values(key, [low, high - 1 if integer else high], recipe_data, where)
         out[key] = {"type": kind, "low": low, "high": high}
     return out
+
+
+def _check_values(key: str, values: list[Any], recipe_data: dict[str, Any] | None, where: str) -> None:
+    """Each value set into the recipe must pass the recipe's and its agent config's typed validation (an int
+    field sampled from floats, a tuple field given a number fail here, not in a trial)."""
+    if recipe_data is None:
+        return
+    import rlpt.agents  # noqa: F401  (registers agents)
+    import rlpt.agents.rllib  # noqa: F401  (registers rllib_ppo / rllib_sac; imports no Ray)
+    from rlpt.agents.base import AGENT_REGISTRY
+
+    for value in values:
+        recipe = Recipe.from_dict(apply_sample(recipe_data, {key: value}), f"{where} ({key}: {value!r})")
+        if recipe.agent in AGENT_REGISTRY:
+            recipe.check_agent_config(f"{where} ({key}: {value!r})")
 
 
 def load_space(path: str | os.PathLike, recipe_data: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -153,7 +170,7 @@ def load_space(path: str | os.PathLike, recipe_data: dict[str, Any] | None = Non
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"search space {p} not found")
-    data = read_yaml(p)
+    data = load_yaml(p)
     return parse_space(data, str(p), recipe_data)
 
 
@@ -195,7 +212,7 @@ def _plain(v: Any) -> Any:
 def recipe_data(recipe: str, overrides: list[str] = ()) -> tuple[dict[str, Any], str]:
     """The recipe's mapping (with `key=value` overrides applied) and its path, as `load_recipe` reads it."""
     path = find_recipe(recipe)
-    data = read_yaml(path) or {}
+    data = load_yaml(path) or {}
     data.setdefault("name", f"{path.parent.name}-{path.stem}")
     data = apply_overrides(data, list(overrides), str(path))
     Recipe.from_dict(dict(data), str(path))  # unknown/missing keys fail now, not in every trial
@@ -263,7 +280,7 @@ class _EvalClock:
         if self.total is None:
             total = self.recipe.offline_steps
             if not isinstance(total, int) and run is not None and (run / "config.yaml").exists():
-                total = read_yaml(run / "config.yaml").get("offline_total_steps", 0)
+                total = load_yaml(run / "config.yaml").get("offline_total_steps", 0)
             self.total = int(total) if isinstance(total, int) else 0
             self.switched = self.on > 0
         r = self.recipe
@@ -539,5 +556,5 @@ def write_best_config(data: dict[str, Any], sample: dict[str, Any], path: Path, 
               f"# Reproduce with: OMP_NUM_THREADS={threads} rlpt train {path}  (trials ran with {threads} torch "
               "thread(s); the same count reproduces the trial's numbers exactly)"]
     path.write_text("\n".join(header) + "\n" + yaml.safe_dump(_plain(best), sort_keys=False))
-    Recipe.from_dict(read_yaml(path), str(path))
+    Recipe.from_dict(load_yaml(path), str(path))
     return path

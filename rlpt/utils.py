@@ -3,7 +3,6 @@ their manifests (SHA-256 of every file)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +19,15 @@ import torch
 import yaml
 
 from rlpt._version import __version__
-from rlpt.errors import CheckpointError, ConfigError, InputLimitError
+from rlpt.config import (  # noqa: F401  (re-exported: the bounded loaders live with the config system)
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_NODES,
+    check_fields,
+    load_json_bounded,
+    load_yaml_bounded,
+)
+from rlpt.errors import CheckpointError, InputLimitError
 
 
 def set_seed(seed: int) -> np.random.Generator:
@@ -86,113 +93,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, yaml.safe_dump(to_jsonable(obj), sort_keys=False))
-
-
-MAX_CONFIG_BYTES = 4 * 2**20  # a config or metadata file; real ones are a few KiB
-MAX_CONFIG_NODES = 200_000  # scalars + collections once aliases are expanded
-MAX_CONFIG_DEPTH = 64
-
-
-def _text_of(data: str | bytes, where: str, error: type[Exception], max_bytes: int) -> str:
-    if len(data) > max_bytes:
-        raise error(f"{where}: {len(data)} bytes; expected a config of at most {max_bytes} bytes")
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise error(f"{where}: expected UTF-8 text; got binary data (byte {e.start} is "
-                        f"0x{data[e.start]:02x})") from None
-    if "\x00" in data:
-        raise error(f"{where}: expected text; got a NUL byte at offset {data.index(chr(0))} (a binary file?)")
-    return data
-
-
-def _check_tree(node: Any, children: Callable[[Any], list], where: str, error: type[Exception], max_nodes: int,
-                max_depth: int) -> None:
-    """Count the nodes of a tree as it would be once built (shared subtrees -- YAML aliases -- counted every time
-    they appear, memoised so the count itself stays cheap); raise `error` past `max_nodes`/`max_depth`/cycles."""
-    memo: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
-    active: set[int] = set()
-
-    def visit(n: Any, depth: int) -> tuple[int, int]:
-        key = id(n)
-        if key in active:
-            raise error(f"{where}: a recursive alias (a node that contains itself)")
-        if key not in memo:
-            active.add(key)
-            total, height = 1, 0
-            for c in children(n):
-                size, h = visit(c, depth + 1)
-                total, height = total + size, max(height, h + 1)
-                if total > max_nodes:
-                    raise error(f"{where}: more than {max_nodes} values once aliases are expanded (an alias bomb?)")
-            active.discard(key)
-            memo[key] = total, height
-        if depth + memo[key][1] > max_depth:
-            raise error(f"{where}: nested deeper than {max_depth} levels")
-        return memo[key]
-
-    visit(node, 0)
-
-
-def load_yaml_bounded(data: str | bytes, where: str, error: type[Exception] = ConfigError, *,
-                      max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX_CONFIG_NODES,
-                      max_depth: int = MAX_CONFIG_DEPTH) -> Any:
-    """The one YAML loader for configs, recipes, specs and metadata: `yaml.SafeLoader`, bounded.
-
-    The size (`max_bytes`), text-ness (UTF-8, no NUL) and the node graph (at most `max_nodes` values once
-    aliases are expanded, `max_depth` levels, no recursive aliases) are checked *before* any Python object is
-    built, so an alias bomb fails in milliseconds. Every failure raises `error` (a ConfigError subclass by
-    default) naming `where` -- one line, no traceback.
-    """
-    text = _text_of(data, where, error, max_bytes)
-    loader = yaml.SafeLoader(text)
-    try:
-        depth = 0  # the event parser is iterative: too deep a nesting fails here, before the recursive composer
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > max_depth:
-                    raise error(f"{where}: nested deeper than {max_depth} levels")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_tree(node, lambda n: [x for kv in n.value for x in kv] if isinstance(n, yaml.MappingNode)
-                    else list(n.value) if isinstance(n, yaml.SequenceNode) else [], where, error, max_nodes,
-                    max_depth)
-        return loader.construct_document(node)
-    except yaml.YAMLError as e:
-        raise error(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
-    except RecursionError:
-        raise error(f"{where}: nested too deeply") from None
-    except ValueError as e:  # e.g. an integer of more than 4300 digits
-        raise error(f"{where}: unreadable value: {e}") from None
-    finally:
-        loader.dispose()
-
-
-def load_json_bounded(data: str | bytes, where: str, error: type[Exception] = ConfigError, *,
-                      max_bytes: int = MAX_CONFIG_BYTES, max_nodes: int = MAX_CONFIG_NODES,
-                      max_depth: int = MAX_CONFIG_DEPTH) -> Any:
-    """`json.loads` with the same bounds as `load_yaml_bounded` (size, text, depth, value count); any failure
-    raises `error` naming `where`."""
-    text = _text_of(data, where, error, max_bytes)
-    try:
-        obj = json.loads(text)
-    except RecursionError:
-        raise error(f"{where}: nested too deeply") from None
-    except ValueError as e:
-        raise error(f"{where}: not valid JSON: {e}") from None
-    _check_tree(obj, lambda o: list(o.values()) if isinstance(o, dict) else o if isinstance(o, list) else [],
-                where, error, max_nodes, max_depth)
-    return obj
-
-
-def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError) -> Any:
-    """Read a YAML file through `load_yaml_bounded`."""
-    return load_yaml_bounded(Path(path).read_bytes(), str(path), error)
 
 
 def read_bounded(read: Callable[[int], bytes], size: int | None, *, limit: int, deadline: float | None = None,
@@ -282,15 +182,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def rlpt_version() -> str:
     """The running rlpt's version."""
     return __version__
-
-
-def check_fields(cls: type, data: Mapping[str, Any], source: str = "config") -> None:
-    """Raise ConfigError when `data` names keys that are not fields of the dataclass `cls` (listing the valid
-    ones); `source` says where `data` came from (a file, a preset)."""
-    fields = sorted(f.name for f in dataclasses.fields(cls))
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {fields}")
 
 
 def checkpoint_folder(path: str | os.PathLike, marker: str) -> Path | None:

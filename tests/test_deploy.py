@@ -76,9 +76,10 @@ def test_trained_policy_over_the_remote_protocol_records_data_that_trains(tmp_pa
         line = server.stdout.readline()
         assert line.startswith("LISTENING 127.0.0.1 "), line + server.stderr.read()
         port = int(line.split()[2])
+        # generous timeouts: CI machines are slow
         s = deploy(policy, root / "robot_configs" / "remote_sim_widowx_tabletop_push.yaml", episodes=2, max_steps=12,
-                   out=tmp_path / "deploy", realtime=False, quiet=True, driver__port=port,
-                   driver__timeout_s=10.0, safety__max_observation_age_s=10.0)  # generous: CI machines are slow
+                   out=tmp_path / "deploy", realtime=False, quiet=True,
+                   overrides=[f"driver.port={port}", "driver.timeout_s=10.0", "safety.max_observation_age_s=10.0"])
         assert not s["faults"]
     finally:
         server.send_signal(signal.SIGTERM)

@@ -114,10 +114,10 @@ def test_overrides_and_relative_calibration_path(tmp_path):
     cfg = load_robot_config(p, {"control_rate_hz": 20, "driver.task": "reach"})
     assert cfg.control_rate_hz == 20 and cfg.driver.options["task"] == "reach"
     assert cfg.calibration_file == tmp_path / "calib" / "unit.json"
-    cfg2 = cfg.with_overrides(safety__on_fault="raise", max_episode_steps=7)
+    cfg2 = cfg.with_overrides(["safety.on_fault=raise"], max_episode_steps=7)
     assert cfg2.safety.on_fault == "raise" and cfg2.max_episode_steps == 7 and cfg.safety.on_fault == "stop"
     with pytest.raises(RobotConfigError, match="safety.on_fault"):
-        cfg.with_overrides(safety__on_fault="later")
+        cfg.with_overrides({"safety.on_fault": "later"})
 
 
 def test_policy_mapping_is_invertible():
@@ -150,9 +150,9 @@ def test_driver_loading_and_optional_imports(monkeypatch):
     with pytest.raises(RobotDependencyError, match=r"rlpt\[franka\].*franky-control"):
         drv.connect()
     with pytest.raises(RobotConfigError, match="unknown option.*'hots'"):
-        make_driver(cfg.with_overrides(driver__hots="10.0.0.1"))
+        make_driver(cfg.with_overrides(["driver.hots=10.0.0.1"]))
     with pytest.raises(RobotConfigError, match="driver.host: required"):
-        make_driver(cfg.with_overrides(driver__host=None))
+        make_driver(cfg.with_overrides(["driver.host=null"]))
 
 
 def test_cli_robot_check(capsys, tmp_path):

@@ -298,8 +298,9 @@ def test_server_killed_mid_episode(tmp_path):
         os.environ["RLPT_ROBOT_TOKEN"] = TOKEN
         # a loaded CI machine can take over 0.5 s to render a frame in the server process: this test is about the
         # server dying (staleness and the watchdog have their own tests), so slow frames and steps must not trip them
-        env = make_robot_env(ROOT / "robot_configs" / "remote_sim_widowx_tabletop_push.yaml", driver__port=port,
-                             safety__max_observation_age_s=10.0, safety__watchdog_timeout_s=30.0, realtime=False,
+        env = make_robot_env(ROOT / "robot_configs" / "remote_sim_widowx_tabletop_push.yaml",
+                             [f"driver.port={port}", "safety.max_observation_age_s=10.0",
+                              "safety.watchdog_timeout_s=30.0"], realtime=False,
                              record_path=tmp_path / "rec.hdf5")
         obs, _ = env.reset(seed=0)
         assert obs.shape == (30,) and env.last_observation.images["front"].shape == (64, 64, 3)  # over the wire

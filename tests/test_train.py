@@ -91,7 +91,7 @@ def test_online_phase_after_offline(tmp_path):
 
 def test_bad_recipes_are_rejected(tmp_path):
     path = write_recipe(tmp_path)
-    with pytest.raises(ConfigError, match="unknown recipe key"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['offline_stpes'\] for Recipe"):
         load_recipe(str(path), ["offline_stpes=3"])
     with pytest.raises(ConfigError, match="valid keys"):
         train(load_recipe(str(path), ["config.hiden=[8]"]), out_root=tmp_path / "runs", quiet=True)

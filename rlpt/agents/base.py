@@ -35,8 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rlpt.callbacks import Callback
+from rlpt.config import validate
 from rlpt.errors import CheckpointError, ConfigError
-from rlpt.utils import check_fields, replace_dir, resolve_device, to_jsonable, verify_manifest, write_manifest
+from rlpt.utils import replace_dir, resolve_device, to_jsonable, verify_manifest, write_manifest
 
 AGENT_REGISTRY: dict[str, type[Agent]] = {}
 CONFIG_REGISTRY: dict[str, type[AgentConfig]] = {}
@@ -90,16 +91,10 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> AgentConfig:
-        """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        check_fields(cls, data, source)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for k, v in data.items():
-            default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
-            if isinstance(default, tuple) and isinstance(v, list):
-                v = tuple(v)
-            kwargs[k] = v
-        return cls(**kwargs)
+        """Build from a dict, typed by the fields' annotations (`rlpt.config.validate`): unambiguous values convert
+        (`"2e-5"` -> 2e-05, `"256"` -> 256, lists -> tuples); other wrong types and unknown keys raise ConfigError
+        naming `source`, the key, the expected type and the given value."""
+        return validate(cls, data, source)
 
     def replace(self, **changes) -> AgentConfig:
         return dataclasses.replace(self, **changes)

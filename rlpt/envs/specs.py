@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlpt.config import load_yaml
 from rlpt.errors import EnvSpecError
-from rlpt.utils import load_yaml_bounded, repo_root
+from rlpt.utils import repo_root
 
 ALLOWED_KEYS = {"name", "id", "description", "options", "d4rl_name", "reverse_id", "tags"}
 
@@ -71,7 +72,7 @@ def load_env_spec(path: str | os.PathLike) -> EnvSpec:
     path = Path(path)
     if not path.is_file():
         raise EnvSpecError(f"env spec file {path} does not exist")
-    data = load_yaml_bounded(path.read_bytes(), str(path), EnvSpecError)
+    data = load_yaml(path, EnvSpecError)
     if not isinstance(data, dict):
         raise EnvSpecError(f"{path}: expected a mapping with keys id, description, ...; got {type(data).__name__}")
     unknown = sorted(set(data) - ALLOWED_KEYS)

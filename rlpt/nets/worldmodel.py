@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlpt.config import validate as validate_config
 from rlpt.errors import CheckpointError, ConfigError, DatasetDtypeError, DatasetShapeError
 from rlpt.nets.conv import (
     NORMS,
@@ -47,7 +48,6 @@ from rlpt.nets.conv import (
 from rlpt.nets.rssm import RSSM, State
 from rlpt.utils import (
     atomic_write,
-    check_fields,
     read_checkpoint_meta,
     replace_dir,
     resolve_device,
@@ -135,9 +135,9 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> WorldModelConfig:
-        """Build from a dict, rejecting unknown keys (listing the valid ones) and invalid values."""
-        check_fields(cls, data, source)
-        cfg = cls(**data)
+        """Build from a dict, typed by the annotations (`rlpt.config.validate`), rejecting unknown keys (listing the
+        valid ones) and invalid values."""
+        cfg = validate_config(cls, data, source)
         cfg.validate(source)
         return cfg
 

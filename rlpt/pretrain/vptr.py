@@ -41,6 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rlpt.config import validate as validate_config
 from rlpt.errors import CheckpointError, ConfigError, DatasetDtypeError, DatasetError, DatasetShapeError
 from rlpt.nets.icvf import ENCODER_CLASSES, ICVFValue, build_encoder, encoder_spec
 from rlpt.nets.icvf import load_encoder as _load_encoder
@@ -55,7 +56,6 @@ from rlpt.pretrain.common import (
 from rlpt.runs import MetricsLogger, progress
 from rlpt.utils import (
     atomic_write,
-    check_fields,
     read_checkpoint_meta,
     resolve_device,
     rlpt_version,
@@ -135,12 +135,12 @@ class ICVFConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ICVFConfig:
-        """Build from a dict, rejecting unknown keys (listing the valid ones) and invalid values."""
-        check_fields(cls, data, source)
+        """Build from a dict, typed by the annotations (`rlpt.config.validate`), rejecting unknown keys (listing the
+        valid ones) and invalid values."""
         try:
-            return cls(**data)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            return validate_config(cls, data, source)
+        except ConfigError as e:  # __post_init__'s range checks do not know the source
+            raise ConfigError(str(e) if str(e).startswith(f"{source}: ") else f"{source}: {e}") from None
 
     def replace(self, **changes: Any) -> ICVFConfig:
         return dataclasses.replace(self, **changes)  # validated by __post_init__

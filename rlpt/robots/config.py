@@ -36,13 +36,14 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rlpt.config import load_yaml, parse_overrides, set_dotted
 from rlpt.errors import RobotConfigError
 
 CONTROL_MODES = ("joint_pos", "joint_vel", "ee_delta")
@@ -242,11 +243,10 @@ class RobotConfig:
         """Robot command -> the policy action that produces it (inverse of `command_from_policy`)."""
         return (np.asarray(command, float) - self.policy.action_offset) / self.policy.action_scale
 
-    def with_overrides(self, **overrides: Any) -> RobotConfig:
-        """A copy with dotted (``safety.on_fault``) or double-underscore (``safety__on_fault``) keys set."""
-        raw = copy.deepcopy(self.raw)
-        for key, value in overrides.items():
-            _set_path(raw, key.replace("__", ".").split("."), value)
+    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any] = (), /, **top_level: Any) -> RobotConfig:
+        """A validated copy with overrides set: ``a.b=c`` strings (``"safety.on_fault=raise"``) or a mapping of
+        dotted keys (``{"driver.port": 5555}``); keyword arguments set top-level keys (``max_episode_steps=7``)."""
+        raw = _overridden(self.raw, overrides, top_level, self.source)
         return RobotConfig.from_dict(raw, source=self.source, base_dir=_base_dir(self.source))
 
     def summary(self) -> dict[str, Any]:
@@ -386,13 +386,13 @@ class RobotConfig:
         return cls(policy=policy, **partial)
 
 
-def load_robot_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> RobotConfig:
+def load_robot_config(path: str | os.PathLike, overrides: Iterable[str] | Mapping[str, Any] | None = None
+                      ) -> RobotConfig:
     """Read and validate a robot config YAML file (relative paths inside it resolve against its folder).
 
-    `overrides`: dotted keys set before validation, e.g. ``{"driver.task": "reach", "control_rate_hz": 20}``.
+    `overrides`: set before validation, as ``a.b=c`` strings (``["driver.task=reach", "control_rate_hz=20"]``, the
+    CLI's syntax) or a mapping of dotted keys (``{"driver.task": "reach"}``).
     """
-    from rlpt.utils import load_yaml_bounded
-
     p = Path(path)
     if not p.is_file():
         near = ""
@@ -400,12 +400,10 @@ def load_robot_config(path: str | os.PathLike, overrides: Mapping[str, Any] | No
             close = difflib.get_close_matches(p.name, [q.name for q in p.parent.glob("*.yaml")], n=3)
             near = f"; close matches: {', '.join(close)}" if close else ""
         raise RobotConfigError(f"{p}: robot config file not found{near}")
-    data = load_yaml_bounded(p.read_bytes(), str(p), RobotConfigError)
+    data = load_yaml(p, RobotConfigError)
     if not isinstance(data, dict):
         raise RobotConfigError(f"{p}: a robot config must be a YAML mapping; got {type(data).__name__}")
-    for key, value in (overrides or {}).items():
-        _set_path(data, key.replace("__", ".").split("."), value)
-    return RobotConfig.from_dict(data, source=str(p), base_dir=p.parent)
+    return RobotConfig.from_dict(_overridden(data, overrides or (), {}, str(p)), source=str(p), base_dir=p.parent)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -414,21 +412,30 @@ def _base_dir(source: str) -> Path | None:
     return p.parent if p.suffix in (".yaml", ".yml") else None
 
 
-def _set_path(d: dict, path: list[str], value: Any) -> None:
-    for k in path[:-1]:
-        nxt = d.get(k)
-        if isinstance(nxt, str) and k == "driver":  # "driver: sim" shorthand
-            nxt = {"name": nxt}
-        if not isinstance(nxt, dict):
-            nxt = {}
-        d[k] = nxt
-        d = nxt
-    d[path[-1]] = value
+def _overridden(data: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any], top_level: Mapping[str, Any],
+                source: str) -> dict[str, Any]:
+    """A copy of `data` with `a.b=c` overrides (`rlpt.config.parse_overrides`) and top-level keyword values set."""
+    for key in top_level:
+        if "." in key or "__" in key:
+            raise RobotConfigError(f"{source}: override {key!r}: keyword overrides set top-level keys; give dotted "
+                                   f"keys as 'a.b=c' strings or a mapping, e.g. {{{key.replace('__', '.')!r}: ...}}")
+    items = {**parse_overrides(overrides, f"{source}: override", RobotConfigError), **top_level}
+    out = copy.deepcopy(dict(data))
+    if isinstance(out.get("driver"), str) and any(k.startswith("driver.") for k in items):
+        out["driver"] = {"name": out["driver"]}  # the "driver: sim" shorthand, opened up for driver options
+    for key, value in items.items():
+        set_dotted(out, key, value, f"{source}: override", RobotConfigError)
+    return out
 
 
 def _finite(v: Any, allow_inf: bool = False) -> float | None:
-    """`v` as a float when it is a (non-bool) int or float that float64 holds and is finite (or +-inf when
-    `allow_inf`); else None. Integers beyond float64's range are None, not an OverflowError."""
+    """`v` as a float when it is a (non-bool) int or float, or a string that reads as one, that float64 holds and
+    is finite (or +-inf when `allow_inf`); else None. Integers beyond float64's range are None, not an OverflowError."""
+    if isinstance(v, str):  # YAML reads `2e-1` as a string; a number written as text is unambiguous
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     try:
@@ -496,6 +503,8 @@ class _Reader:
         return x
 
     def integer(self, v: Any, key: str, lo: int, hi: int) -> int:
+        if isinstance(v, str) and v.strip().lstrip("+-").isdigit():  # "7" is unambiguous
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise self.error(key, f"an integer in [{lo}, {hi}]", _short(v))
         return int(v)

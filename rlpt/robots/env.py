@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -549,18 +549,20 @@ class RobotEnv(gym.Env):
             self._watchdog.join(timeout=1.0)
 
 
-def make_robot_env(config_or_path: RobotConfig | str | os.PathLike | Mapping[str, Any], **overrides: Any) -> RobotEnv:
+def make_robot_env(config_or_path: RobotConfig | str | os.PathLike | Mapping[str, Any],
+                   overrides: Iterable[str] | Mapping[str, Any] = (), **kwargs: Any) -> RobotEnv:
     """Build a `RobotEnv` from a config (object, YAML path or mapping).
 
-    `overrides`: `RobotEnv` arguments (``driver``, ``record_path``, ``save_every``, ``realtime``) and config
-    keys, dotted paths spelled with ``__`` (``safety__on_fault="raise"``, ``driver__task="reach"``,
-    ``control_rate_hz=20``).
+    `overrides`: config overrides as ``a.b=c`` strings (``["safety.on_fault=raise", "driver.task=reach"]``) or a
+    mapping of dotted keys. `kwargs`: `RobotEnv` arguments (``driver``, ``record_path``, ``save_every``,
+    ``realtime``) and top-level config keys (``control_rate_hz=20``).
     """
-    env_kwargs = {k: overrides.pop(k) for k in _ENV_KWARGS if k in overrides}
+    env_kwargs = {k: kwargs.pop(k) for k in _ENV_KWARGS if k in kwargs}
     if isinstance(config_or_path, RobotConfig):
-        cfg = config_or_path.with_overrides(**overrides) if overrides else config_or_path
+        cfg = config_or_path.with_overrides(overrides, **kwargs) if overrides or kwargs else config_or_path
     elif isinstance(config_or_path, Mapping):
-        cfg = RobotConfig.from_dict(config_or_path).with_overrides(**overrides)
+        cfg = RobotConfig.from_dict(config_or_path).with_overrides(overrides, **kwargs)
     else:
         cfg = load_robot_config(config_or_path, overrides)
+        cfg = cfg.with_overrides(**kwargs) if kwargs else cfg
     return RobotEnv(cfg, **env_kwargs)
