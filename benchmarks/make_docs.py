@@ -362,7 +362,7 @@ def r_contextwm(name, d, figdir):
     axes[0].set_ylabel("held-out open-loop MSE")
     axes[0].legend()
     by_init = {}
-    for k, r in ar.items():
+    for r in ar.values():
         if isinstance(r, dict) and "curve" in r:
             by_init.setdefault(r["init"], []).append([(c["online_step"], c["return"]) for c in r["curve"]])
     for init, curves in by_init.items():
@@ -608,7 +608,8 @@ SECTIONS: list[tuple[str, str, list[tuple[str, Renderer]]]] = [
      [("tune_acceptance.json", r_tune)]),
 ]
 
-PART_PREFIXES = {"learning_": "learning.json", "gfn_part_": "gfn.json", "vlm_rewards_kagi_part_": "vlm_rewards_kagi.json"}
+PART_PREFIXES = {"learning_": "learning.json", "gfn_part_": "gfn.json",
+                 "vlm_rewards_kagi_part_": "vlm_rewards_kagi.json"}
 
 INTRO = """# Benchmarks
 
@@ -661,7 +662,8 @@ def render_page(results: Path = RESULTS, figdir: Path = FIGURES) -> str:
         body += ["## Other results", "", "Results files without a dedicated table: their scalar fields.", ""]
         for fname in rest:
             d = load(results / fname)
-            body += [f"### {fname}", ""] + (source(fname, d) if isinstance(d, dict) else []) + r_generic(fname, d, figdir)
+            body += [f"### {fname}", ""] + (source(fname, d) if isinstance(d, dict) else [])
+            body += r_generic(fname, d, figdir)
     lines += ["Sections: " + ", ".join(f"[{t}](#{slug(t)})" for t in toc) + ".", ""]
     text = "\n".join(lines + body)
     return text.rstrip("\n") + "\n"
