@@ -503,7 +503,7 @@ def r_gfn(name, d, figdir):
 
 
 def r_tune(name, d, figdir):
-    out = [d.get("what", ""), ""] if d.get("what") else []
+    out = []
     for sweep, sw in d.get("sweeps", {}).items():
         out += [f"Sweep `{sweep}`: `{sw.get('command')}`", ""]
         out += table(["trial", "status", "final score", "best score", "seconds"],
