@@ -100,14 +100,16 @@ def _plt():
     return plt
 
 
-def save_figure(fig, name: str, figdir: Path) -> str:
-    """Write a PNG without a timestamp or version stamp (same data, same bytes) and return its page link."""
-    figdir.mkdir(parents=True, exist_ok=True)
-    path = figdir / f"{FIG_PREFIX}{name}.png"
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
+def save_figure(fig, name: str, figdir: Path | None) -> str:
+    """Write a PNG without a timestamp or version stamp (same data, same bytes) and return its page link.
+    With figdir None nothing is written (the page text alone)."""
     import matplotlib.pyplot as plt
 
+    path = Path(f"{FIG_PREFIX}{name}.png")
+    if figdir is not None:
+        figdir.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(figdir / path, format="png", metadata={"Software": None})
     plt.close(fig)
     return f"figures/{path.name}"
 
@@ -626,8 +628,8 @@ def load(path: Path):
     return json.loads(path.read_text())
 
 
-def render_page(results: Path = RESULTS, figdir: Path = FIGURES) -> str:
-    """The page text for every results file under `results`; figures are written to `figdir`."""
+def render_page(results: Path = RESULTS, figdir: Path | None = FIGURES) -> str:
+    """The page text for every results file under `results`; figures are written to `figdir` (None: not written)."""
     files = sorted(p.name for p in results.iterdir() if p.suffix in (".json", ".jsonl"))
     done: set[str] = set()
     lines = [INTRO]
