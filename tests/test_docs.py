@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 MARKER = re.compile(r"^\s*<!--\s*(no-run|docs-test)\s*:\s*(.*?)\s*-->\s*$")
 SHELL = {"bash", "sh", "shell", "console"}
+KNOWN = SHELL | {"python", "yaml", "yml", "json", "text", ""}
 REPO_DIRS = ("agents/", "envs/", "robot_configs/", "video_data/", "benchmarks/")
 
 
@@ -118,6 +119,7 @@ def test_blocks_found_and_markers_valid():
     assert any("docs" in b.page.parts for b in ALL_BLOCKS)
     no_run = [b for b in ALL_BLOCKS if b.marker and b.marker[0] == "no-run"]
     for b in ALL_BLOCKS:
+        assert b.lang in KNOWN, f"{b.where}: code block language {b.lang!r} has no check here; use one of {KNOWN}"
         if b.marker and b.marker[0] == "no-run":
             assert b.marker[1], f"{b.where}: a no-run marker needs its reason: <!-- no-run: why -->"
         if b.marker and b.marker[0] == "docs-test":
