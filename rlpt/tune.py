@@ -155,13 +155,11 @@ def _check_values(key: str, values: list[Any], recipe_data: dict[str, Any] | Non
     field sampled from floats, a tuple field given a number fail here, not in a trial)."""
     if recipe_data is None:
         return
-    import rlpt.agents  # noqa: F401  (registers agents)
-    import rlpt.agents.rllib  # noqa: F401  (registers rllib_ppo / rllib_sac; imports no Ray)
-    from rlpt.agents.base import AGENT_REGISTRY
+    from rlpt.agents.base import known_agents
 
     for value in values:
         recipe = Recipe.from_dict(apply_sample(recipe_data, {key: value}), f"{where} ({key}: {value!r})")
-        if recipe.agent in AGENT_REGISTRY:
+        if recipe.agent in known_agents():
             recipe.check_agent_config(f"{where} ({key}: {value!r})")
 
 
