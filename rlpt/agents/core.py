@@ -10,8 +10,8 @@ data handling and overrides the loops), in the spirit of SB3's `OffPolicyAlgorit
   factor);
 - dataset preparation (`prepare`: the training view with unit actions and transformed rewards, cached);
 - the loops: `fit(dataset, n_steps)` (offline gradient steps) and `learn(env, total_timesteps, offline=...)`
-  (online: act with the stochastic policy, store transitions, `utd_ratio` updates per env step on batches that
-  mix `mix_ratio` offline data);
+  (online, on one env or a vector env: act with the stochastic policy, store transitions, `utd_ratio` updates per
+  env step on batches that mix `mix_ratio` offline data);
 - checkpoint extras (its RNG stream, frozen statistics, the online replay buffer) and `obs_norm` in the weights.
 
 An algorithm adds its config fields, its networks and optimizers, and two methods:
@@ -22,7 +22,8 @@ through the agent's `rng` (numpy) or its seeded torch generator `gen`, so a resu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from rlpt.agents.base import Agent, AgentConfig, tensor_to_numpy_tree
+from rlpt.agents.rollout import BatchedEnv
 from rlpt.callbacks import Callback, run_callbacks
 from rlpt.data.buffers import MixedBuffer, ReplayBuffer
 from rlpt.data.dataset import Dataset
@@ -83,40 +85,6 @@ def generator_for(device: torch.device, seed: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return gen
-
-
-class EpisodeCollector:
-    """Steps one env and writes every transition into a `ReplayBuffer` (actions in [-1, 1], transformed
-    rewards). Tracks raw episode returns for logging. The env is reset with `seed` the first time."""
-
-    def __init__(self, env: gym.Env, buffer: ReplayBuffer, low: np.ndarray, high: np.ndarray,
-                 reward_fn: Callable[[float], float], seed: int):
-        self.env, self.buffer, self.low, self.high, self.reward_fn = env, buffer, low, high, reward_fn
-        self.obs, _ = env.reset(seed=seed)
-        self.episode_return, self.episode_length = 0.0, 0
-        self.returns: list[float] = []  # returns of episodes finished since the last `pop_metrics`
-        self.lengths: list[int] = []
-
-    def step(self, unit_action: np.ndarray) -> None:
-        env_action = self.low + (np.clip(unit_action, -1, 1) + 1.0) * 0.5 * (self.high - self.low)
-        next_obs, reward, terminated, truncated, _ = self.env.step(env_action)
-        self.buffer.add(self.obs, unit_action, self.reward_fn(float(reward)), next_obs, terminated, truncated)
-        self.episode_return += float(reward)
-        self.episode_length += 1
-        if terminated or truncated:
-            self.returns.append(self.episode_return)
-            self.lengths.append(self.episode_length)
-            self.episode_return, self.episode_length = 0.0, 0
-            next_obs, _ = self.env.reset()
-        self.obs = next_obs
-
-    def pop_metrics(self) -> dict[str, float]:
-        out = {}
-        if self.returns:
-            out = {"online/episode_return": float(np.mean(self.returns)),
-                   "online/episode_length": float(np.mean(self.lengths)), "online/episodes": len(self.returns)}
-        self.returns, self.lengths = [], []
-        return out
 
 
 # ============================================================================================== configs
@@ -237,16 +205,22 @@ class OfflineAgent(Agent):
         return metrics
 
     # -------------------------------------------------------------- online
-    def learn(self, env: gym.Env, total_timesteps: int, offline: Dataset | None = None,
+    def learn(self, env: gym.Env | gym.vector.VectorEnv, total_timesteps: int, offline: Dataset | None = None,
               mix_ratio: float | None = 0.5, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
         """Act with the stochastic policy (uniform random during `learning_starts` when there is no offline data),
         store transitions in the replay buffer, and run `utd_ratio` updates per env step on batches mixing
-        `mix_ratio` offline data (`MixedBuffer`; None samples uniformly over offline + online).
+        `mix_ratio` offline data (`MixedBuffer`; None samples uniformly over offline + online). `env` is one env
+        or a vector env of N worlds (`rlpt.envs.make_vec_env`): each step then stores N transitions and runs
+        `utd_ratio * N` updates.
 
         When batches carry Monte-Carlo returns (`mc_gamma`, Cal-QL), only finished online episodes are sampled,
-        so updates wait for the first one (unless offline data is mixed in)."""
+        so updates wait for the first one (unless offline data is mixed in); those returns follow one episode at
+        a time, so such agents take a single env."""
         if not self.trains_online:
             raise NotImplementedError(f"{type(self).__name__} does not train online")
+        if isinstance(env, gym.vector.VectorEnv) and self.mc_gamma is not None:
+            raise ConfigError(f"{type(self).__name__} computes Monte-Carlo returns per episode and trains online on "
+                              "one env; got a vector env")
         cfg = self.config
         data = self.prepare(offline) if offline is not None else None
         self.freeze_stats(None)
@@ -254,27 +228,34 @@ class OfflineAgent(Agent):
             self.buffer = self.new_buffer()
         self.buffer.end_episode()  # an episode left open by an earlier call ends here (the env is reset)
         source = MixedBuffer(self.buffer, data, mix_ratio) if data is not None else self.buffer
-        collector = EpisodeCollector(env, self.buffer, self.low, self.high, self.transform_reward,
-                                     seed=cfg.seed + self.online_steps)
+        envs = BatchedEnv(env, self.device, seed=cfg.seed + self.online_steps)
+        n = envs.num_envs
         metrics: dict[str, Any] = {}
-        for _ in range(total_timesteps):
+        for _ in range(math.ceil(total_timesteps / n)):
+            obs = envs.obs  # (N, *obs_shape)
             if data is None and self.online_steps < cfg.learning_starts:
-                unit_action = self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
+                unit = torch.as_tensor(self.rng.uniform(-1.0, 1.0, (n, self.act_dim)), dtype=torch.float32,
+                                       device=self.device)
             else:
                 with torch.no_grad():
-                    obs_t = torch.as_tensor(np.asarray(collector.obs), device=self.device)[None]
-                    obs_t = obs_t if obs_t.dtype == torch.uint8 else obs_t.float()
-                    unit_action = self.policy_action(obs_t.flatten(1), deterministic=False)[0].cpu().numpy()
-            collector.step(unit_action)
-            self.online_steps += 1
+                    unit = self.policy_action(obs.flatten(1), deterministic=False)
+            step = envs.step(from_unit(unit, self.low_t, self.high_t))
+            rewards = step["reward"] * self.reward_factor + self.reward_bias
+            if n == 1:  # one episode at a time: the buffer tracks it and fills its Monte-Carlo returns
+                self.buffer.add(obs[0].cpu().numpy(), unit[0].cpu().numpy(), float(rewards[0]),
+                                step["next_obs"][0].cpu().numpy(), bool(step["terminated"][0]), bool(step["done"][0]))
+            else:
+                self.buffer.add_batch(obs.cpu().numpy(), unit.cpu().numpy(), rewards.cpu().numpy(),
+                                      step["next_obs"].cpu().numpy(), step["terminated"].cpu().numpy())
+            before, self.online_steps = self.online_steps, self.online_steps + n
             ready = data is not None or (self.buffer.num_completed if self.mc_gamma is not None
                                          else len(self.buffer)) > 0
             if self.online_steps >= cfg.learning_starts and ready:
-                for _ in range(cfg.utd_ratio):
+                for _ in range(cfg.utd_ratio * n):
                     batch = source.sample(cfg.batch_size, rng=self.rng, device=self.device, gamma=self.mc_gamma)
                     metrics = self.update(batch)
-            if self.online_steps % cfg.log_interval == 0:
-                metrics = {**metrics, **collector.pop_metrics(), "online/buffer_size": len(self.buffer)}
+            if self.online_steps // cfg.log_interval > before // cfg.log_interval:
+                metrics = {**metrics, **envs.stats.pop(), "online/buffer_size": len(self.buffer)}
                 if not run_callbacks(callbacks, self.online_steps, metrics):
                     break
         return metrics

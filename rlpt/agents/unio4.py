@@ -49,6 +49,7 @@ from torch.distributions import Normal, kl_divergence
 
 from rlpt.agents.base import Agent, AgentConfig, register_agent
 from rlpt.agents.core import action_bounds, from_unit, generator_for, return_range_scale, training_view
+from rlpt.agents.rollout import BatchedEnv, RolloutBuffer, gae
 from rlpt.callbacks import Callback, run_callbacks
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
@@ -295,7 +296,7 @@ class UniO4(Agent):
         self.handed_off = False
         self._eval_env: gym.Env | None = None  # set by fit(); reporting and select_by_env_return only
         self._data: tuple[Dataset, Dataset, np.ndarray, np.ndarray] | None = None  # source, view, train, holdout
-        self._online: dict[str, Any] | None = None  # live env state between `learn` calls (not checkpointed)
+        self._online: BatchedEnv | None = None  # live env state between `learn` calls (not checkpointed)
 
     @property
     def offline_total_steps(self) -> int:
@@ -668,86 +669,61 @@ class UniO4(Agent):
         self.selected, self.handed_off = member, True
 
     # ------------------------------------------------------------------------------------------ online PPO
-    def learn(self, env: gym.Env, total_timesteps: int, offline: Dataset | None = None, mix_ratio: float = 0.5,
-              callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-        """PPO for `total_timesteps` more env steps from the handed-off actor and critic. Uni-O4's online phase
-        is purely on-policy, so `offline`/`mix_ratio` are not mixed in; `offline` only provides normalisation
+    def learn(self, env: gym.Env | gym.vector.VectorEnv, total_timesteps: int, offline: Dataset | None = None,
+              mix_ratio: float = 0.5, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+        """PPO for `total_timesteps` more env steps from the handed-off actor and critic, on one env or a vector env
+        of N worlds (`rlpt.envs.make_vec_env`; each update then uses about `online_rollout_steps` transitions,
+        ceil(online_rollout_steps / N) steps of every world, kept on the agent's device). Uni-O4's online phase is
+        purely on-policy, so `offline`/`mix_ratio` are not mixed in; `offline` only provides normalisation
         statistics when none were frozen yet (PPO from scratch)."""
         cfg = self.config
-        if not isinstance(env.action_space, gym.spaces.Box) or env.action_space.shape != self.action_space.shape:
-            raise ConfigError(f"UniO4.learn: env action space {env.action_space} does not match the agent's "
-                              f"{self.action_space}")
-        if tuple(env.observation_space.shape or ()) != tuple(self.observation_space.shape or ()):
-            raise ConfigError(f"UniO4.learn: env observation shape {env.observation_space.shape} does not match "
-                              f"the agent's {self.observation_space.shape}")
+        space = env.single_action_space if isinstance(env, gym.vector.VectorEnv) else env.action_space
+        obs_space = env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else env.observation_space
+        if not isinstance(space, gym.spaces.Box) or space.shape != self.action_space.shape:
+            raise ConfigError(f"UniO4.learn: env action space {space} does not match the agent's {self.action_space}")
+        if tuple(obs_space.shape or ()) != tuple(self.observation_space.shape or ()):
+            raise ConfigError(f"UniO4.learn: env observation shape {obs_space.shape} does not match the agent's "
+                              f"{self.observation_space.shape}")
         if offline is not None and not self.stats_ready:
             self._prepare(offline)
         if not self.handed_off:
             self._hand_off()
-        if self._online is None or self._online["env"] is not env:
-            obs, _ = env.reset(seed=cfg.seed + self.online_steps)
-            self._online = {"env": env, "obs": obs, "ret": 0.0, "len": 0}
+        if self._online is None or self._online.env is not env:
+            self._online = BatchedEnv(env, self.device, seed=cfg.seed + self.online_steps)
         metrics: dict[str, Any] = {}
         done_steps = 0
         while done_steps < total_timesteps:
             t0 = time.perf_counter()
             n = min(cfg.online_rollout_steps, total_timesteps - done_steps)
-            rollout, ep_stats = self._collect(env, n)
+            rollout = self._collect(math.ceil(n / self._online.num_envs))
+            n = rollout.steps * rollout.num_envs
             done_steps += n
             self.online_steps += n
             metrics = self._ppo_update(rollout)
-            metrics.update(ep_stats)
+            metrics.update(self._online.stats.pop())
             metrics["perf/sps"] = n / max(time.perf_counter() - t0, 1e-9)
             if not run_callbacks(callbacks, self.online_steps, dict(metrics)):
                 break
         return metrics
 
     @torch.no_grad()
-    def _collect(self, env: gym.Env, n: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """n env steps with the stochastic actor; returns tensors with a leading (T,) axis."""
-        st = self._online
-        obs_l, next_l, act_l, logp_l, rew_l, term_l, done_l = [], [], [], [], [], [], []
-        returns, lengths = [], []
-        for _ in range(n):
-            obs_t = torch.as_tensor(np.asarray(st["obs"])[None], device=self.device)
-            action, logp = self.actor.sample(self._features(obs_t), generator=self.gen)  # (1, A) unclipped
-            env_action = from_unit(action, self.low_t, self.high_t)[0].cpu().numpy()
-            next_obs, reward, terminated, truncated, _ = env.step(env_action)
-            obs_l.append(np.asarray(st["obs"]))
-            next_l.append(np.asarray(next_obs))
-            act_l.append(action[0])
-            logp_l.append(logp[0])
-            rew_l.append(float(reward))
-            term_l.append(float(terminated))
-            done_l.append(float(terminated or truncated))
-            st["ret"] += float(reward)
-            st["len"] += 1
-            if terminated or truncated:
-                returns.append(st["ret"])
-                lengths.append(st["len"])
-                st["ret"], st["len"] = 0.0, 0
-                next_obs, _ = env.reset()
-            st["obs"] = next_obs
-
-        def stack(xs: list[np.ndarray]) -> torch.Tensor:
-            arr = np.stack(xs)
-            return torch.as_tensor(arr if arr.dtype == np.uint8 else arr.astype(np.float32), device=self.device)
-
-        rollout = {"obs": stack(obs_l), "next_obs": stack(next_l), "actions": torch.stack(act_l),
-                   "logp": torch.stack(logp_l), "rewards": torch.tensor(rew_l, device=self.device),
-                   "terminated": torch.tensor(term_l, device=self.device),
-                   "done": torch.tensor(done_l, device=self.device)}
-        stats = {}
-        if returns:
-            stats = {"online/episode_return": float(np.mean(returns)),
-                     "online/episode_length": float(np.mean(lengths)), "online/episodes": len(returns)}
-        return rollout, stats
+    def _collect(self, steps: int) -> RolloutBuffer:
+        """`steps` steps of every world with the stochastic actor."""
+        envs = self._online
+        obs_dtype = torch.uint8 if envs.obs.dtype == torch.uint8 else torch.float32
+        rollout = RolloutBuffer(steps, envs.num_envs, tuple(envs.obs.shape[1:]), self.actor.act_dim, self.device,
+                                obs_dtype)
+        for t in range(steps):
+            obs = envs.obs
+            action, logp = self.actor.sample(self._features(obs), generator=self.gen)  # (N, A) unclipped
+            rollout.add(t, obs, action, logp, envs.step(from_unit(action, self.low_t, self.high_t)))
+        return rollout
 
     def _values(self, obs: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
         with torch.no_grad():
             return torch.cat([self.online_v(self._features(obs[i:i + chunk])) for i in range(0, len(obs), chunk)])
 
-    def _ppo_update(self, r: dict[str, torch.Tensor]) -> dict[str, Any]:
+    def _ppo_update(self, rollout: RolloutBuffer) -> dict[str, Any]:
         cfg = self.config
         frac = max(0.0, 1.0 - self.online_steps / cfg.online_lr_decay_steps)
         for g in self.actor_opt.param_groups:
@@ -755,19 +731,17 @@ class UniO4(Agent):
         for g in self.online_v_opt.param_groups:
             g["lr"] = cfg.online_critic_lr * frac
 
-        # GAE(lambda): `terminated` stops bootstrapping, `done` (terminated or truncated) stops the trace.
-        rewards = r["rewards"] * cfg.online_reward_scale  # (T,)
-        values, next_values = self._values(r["obs"]), self._values(r["next_obs"])  # (T,) each
-        deltas = rewards + cfg.gamma * (1.0 - r["terminated"]) * next_values - values
-        adv = torch.zeros_like(deltas)
-        running = torch.zeros((), device=self.device)
-        for t in range(len(deltas) - 1, -1, -1):
-            running = deltas[t] + cfg.gamma * cfg.online_gae_lambda * (1.0 - r["done"][t]) * running
-            adv[t] = running
-        returns = adv + values
+        # GAE(lambda) per world over the rollout's (T, N) steps, then every transition as one flat batch
+        values = self._values(rollout.obs.flatten(0, 1)).view(rollout.steps, rollout.num_envs)
+        next_values = self._values(rollout.next_obs.flatten(0, 1)).view(rollout.steps, rollout.num_envs)
+        adv = gae(rollout.rewards * cfg.online_reward_scale, values, next_values, rollout.terminated, rollout.done,
+                  cfg.gamma, cfg.online_gae_lambda)
+        returns = (adv + values).flatten()
+        values, adv = values.flatten(), adv.flatten()
         adv = (adv - adv.mean()) / (adv.std() + 1e-5) if len(adv) > 1 else adv
+        r = {"obs": rollout.obs.flatten(0, 1), "actions": rollout.actions.flatten(0, 1), "logp": rollout.logp.flatten()}
 
-        n = len(deltas)
+        n = len(adv)
         stats: dict[str, list[float]] = {k: [] for k in ("pl", "vl", "ent", "kl", "cf")}
         for _ in range(cfg.online_epochs):
             perm = torch.as_tensor(self.rng.permutation(n), device=self.device)

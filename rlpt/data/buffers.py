@@ -66,6 +66,27 @@ class ReplayBuffer:
         if terminated or truncated:
             self.end_episode()
 
+    def add_batch(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                  terminated: np.ndarray) -> None:
+        """Append N transitions at once (one step of N vector-env worlds). Their episodes interleave, so no
+        Monte-Carlo returns are computed (`sample(gamma=...)` is for one-env buffers); the rows count as completed."""
+        if self.open_len:
+            raise ConfigError("ReplayBuffer.add_batch: an episode added row by row is still open; end_episode() first")
+        actions = np.asarray(actions, np.float32).reshape(len(rewards), -1)
+        if actions.shape[1] != self.act_dim:
+            raise DatasetShapeError(f"ReplayBuffer.add_batch: actions have shape {actions.shape}; expected "
+                                    f"(N, {self.act_dim})")
+        n = len(rewards)
+        rows = (self.ptr + np.arange(n)) % self.capacity
+        self.observations[rows] = obs
+        self.next_observations[rows] = next_obs
+        self.actions[rows] = actions
+        self.rewards[rows] = rewards
+        self.terminals[rows] = np.asarray(terminated, np.float32)
+        self.mc_returns[rows] = np.nan
+        self.ptr = int((self.ptr + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
     def end_episode(self) -> None:
         """Close the running episode (e.g. when training stops mid-episode) and fill its MC returns."""
         g = 0.0
