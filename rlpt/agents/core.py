@@ -184,7 +184,8 @@ class OfflineAgent(Agent):
     def reward_bias(self) -> float:
         return float(getattr(self.config, "reward_bias", 0.0))
 
-    def transform_reward(self, r: float) -> float:
+    def transform_reward(self, r: torch.Tensor) -> torch.Tensor:
+        """Raw env rewards -> the rewards the agent trains on."""
         return r * self.reward_factor + self.reward_bias
 
     def new_buffer(self) -> ReplayBuffer:
@@ -240,7 +241,7 @@ class OfflineAgent(Agent):
                 with torch.no_grad():
                     unit = self.policy_action(obs.flatten(1), deterministic=False)
             step = envs.step(from_unit(unit, self.low_t, self.high_t))
-            rewards = step["reward"] * self.reward_factor + self.reward_bias
+            rewards = self.transform_reward(step["reward"])
             if n == 1:  # one episode at a time: the buffer tracks it and fills its Monte-Carlo returns
                 self.buffer.add(obs[0].cpu().numpy(), unit[0].cpu().numpy(), float(rewards[0]),
                                 step["next_obs"][0].cpu().numpy(), bool(step["terminated"][0]), bool(step["done"][0]))
