@@ -194,6 +194,7 @@ POLICY_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
     "iql": lambda agent: _rlpt_state_policy(agent, DeterministicAction(agent.actor)),
     "calql": lambda agent: _rlpt_state_policy(agent, DeterministicAction(agent.actor)),
     "unio4": _unio4_policy,
+    "ppo": lambda agent: _rlpt_state_policy(agent, DeterministicAction(agent.actor)),
     "sb3_ppo": _sb3_policy,
     "sb3_sac": _sb3_policy,
 }

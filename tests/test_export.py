@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import rlpt
-from rlpt.agents import BCConfig, CalQLConfig, IQLConfig, SB3PPOConfig, SB3SACConfig, UniO4Config
+from rlpt.agents import BCConfig, CalQLConfig, IQLConfig, PPOConfig, SB3PPOConfig, SB3SACConfig, UniO4Config
 from rlpt.cli import main
 from rlpt.data.dataset import Dataset
 from rlpt.errors import CheckpointError, ConfigError
@@ -101,6 +101,11 @@ def build(kind: str):
         agent = cfg.create(STATE_SPACE, ACT_SPACE, device="cpu")
         agent.learn(TinyEnv(), total_timesteps=16)
         return agent, {}
+    if kind == "ppo":
+        agent = PPOConfig(rollout_steps=16, minibatch=8, epochs=1, hidden=(16, 16)).create(STATE_SPACE, ACT_SPACE,
+                                                                                          device="cpu")
+        agent.learn(TinyEnv(), total_timesteps=32)
+        return agent, {}
     if kind == "unio4_image":
         agent = UniO4Config(**UNIO4_TINY).create(IMAGE_SPACE, ACT_SPACE, device="cpu", encoder=TinyCNN())
         agent.fit(make_dataset(image=True), agent.offline_total_steps)
@@ -114,7 +119,7 @@ def build(kind: str):
     return agent, {}
 
 
-KINDS = ["bc", "iql", "calql", "unio4", "unio4_image", "sb3_ppo", "sb3_sac"]
+KINDS = ["bc", "iql", "calql", "unio4", "unio4_image", "ppo", "sb3_ppo", "sb3_sac"]
 
 
 @pytest.fixture(scope="module")

@@ -95,3 +95,20 @@ def test_gymnasium_vector_env_reports_same_step():
     env = vec(2)
     assert getattr(env.metadata["autoreset_mode"], "name", None) == "SAME_STEP"
     assert isinstance(env, gym.vector.VectorEnv)
+
+
+@pytest.mark.slow
+def test_ppo_from_scratch_learns_the_goal_task_on_a_vector_env():
+    from test_unio4 import RANDOM_RETURN, mean_return
+
+    from rlpt.agents.ppo import PPOConfig
+
+    env = GoalEnv()
+    agent = PPOConfig(rollout_steps=400, epochs=5, actor_lr=3e-3, critic_lr=3e-3, hidden=(32, 32),
+                      lr_decay_steps=10**9, seed=0).create(env.observation_space, env.action_space, device="cpu")
+    logged = []
+    agent.learn(vec(8), total_timesteps=12_000, callbacks=[lambda s, m: logged.append((s, m))])
+    assert agent.online_steps == 12_000 and logged[-1][0] == 12_000 and len(logged) == 30
+    ret = mean_return(agent.act)
+    assert ret > RANDOM_RETURN + 5.0, (ret, RANDOM_RETURN)
+    assert agent.obs_count == 12_000  # running observation statistics saw every collected observation

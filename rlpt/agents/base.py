@@ -46,7 +46,8 @@ CONFIG_REGISTRY: dict[str, type[AgentConfig]] = {}
 #: use, so no agent package imports another one just to fill the registry (the GFlowNet agent lives in `rlpt.gfn`).
 BUILTIN_AGENTS: dict[str, str] = {
     "bc": "rlpt.agents.bc", "iql": "rlpt.agents.iql", "calql": "rlpt.agents.calql", "unio4": "rlpt.agents.unio4",
-    "contextwm": "rlpt.agents.contextwm", "sb3_ppo": "rlpt.agents.sb3", "sb3_sac": "rlpt.agents.sb3",
+    "contextwm": "rlpt.agents.contextwm", "ppo": "rlpt.agents.ppo", "sb3_ppo": "rlpt.agents.sb3",
+    "sb3_sac": "rlpt.agents.sb3",
     "rllib_ppo": "rlpt.agents.rllib", "rllib_sac": "rlpt.agents.rllib", "gfn": "rlpt.gfn.gflownet",
 }
 

@@ -49,7 +49,8 @@ from torch.distributions import Normal, kl_divergence
 
 from rlpt.agents.base import Agent, AgentConfig, register_agent
 from rlpt.agents.core import action_bounds, from_unit, generator_for, return_range_scale, training_view
-from rlpt.agents.rollout import BatchedEnv, RolloutBuffer, gae
+from rlpt.agents.ppo import PPOLearner, PPOSettings, check_spaces
+from rlpt.agents.rollout import BatchedEnv
 from rlpt.callbacks import Callback, run_callbacks
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
@@ -285,6 +286,8 @@ class UniO4(Agent):
                                              lr=config.online_critic_lr, eps=config.online_adam_eps)
 
         self.gen = generator_for(self.device, config.seed)
+        self.ppo = PPOLearner(self.actor, self.online_v, self._features, self._ppo_settings(),
+                              self.actor_opt, self.online_v_opt, self.low_t, self.high_t, self.gen, self.rng)
         self.stats_ready = False
         self.reward_factor = 1.0  # critics' reward scale (normalize_reward), frozen with the statistics
         self.best_ope = [-math.inf] * config.ensemble_size  # best AM-Q score of each member's reference
@@ -671,112 +674,32 @@ class UniO4(Agent):
     # ------------------------------------------------------------------------------------------ online PPO
     def learn(self, env: gym.Env | gym.vector.VectorEnv, total_timesteps: int, offline: Dataset | None = None,
               mix_ratio: float = 0.5, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-        """PPO for `total_timesteps` more env steps from the handed-off actor and critic, on one env or a vector env
-        of N worlds (`rlpt.envs.make_vec_env`; each update then uses about `online_rollout_steps` transitions,
-        ceil(online_rollout_steps / N) steps of every world, kept on the agent's device). Uni-O4's online phase is
-        purely on-policy, so `offline`/`mix_ratio` are not mixed in; `offline` only provides normalisation
-        statistics when none were frozen yet (PPO from scratch)."""
-        cfg = self.config
-        space = env.single_action_space if isinstance(env, gym.vector.VectorEnv) else env.action_space
-        obs_space = env.single_observation_space if isinstance(env, gym.vector.VectorEnv) else env.observation_space
-        if not isinstance(space, gym.spaces.Box) or space.shape != self.action_space.shape:
-            raise ConfigError(f"UniO4.learn: env action space {space} does not match the agent's {self.action_space}")
-        if tuple(obs_space.shape or ()) != tuple(self.observation_space.shape or ()):
-            raise ConfigError(f"UniO4.learn: env observation shape {obs_space.shape} does not match the agent's "
-                              f"{self.observation_space.shape}")
+        """PPO (`rlpt.agents.ppo.PPOLearner`) for `total_timesteps` more env steps from the handed-off actor and
+        critic, on one env or a vector env of N worlds (`rlpt.envs.make_vec_env`; each update then uses about
+        `online_rollout_steps` transitions, kept on the agent's device). Uni-O4's online phase is purely
+        on-policy, so `offline`/`mix_ratio` are not mixed in; `offline` only provides normalisation statistics
+        when none were frozen yet (PPO from scratch)."""
+        check_spaces(self, env)
         if offline is not None and not self.stats_ready:
             self._prepare(offline)
         if not self.handed_off:
             self._hand_off()
         if self._online is None or self._online.env is not env:
-            self._online = BatchedEnv(env, self.device, seed=cfg.seed + self.online_steps)
-        metrics: dict[str, Any] = {}
-        done_steps = 0
-        while done_steps < total_timesteps:
-            t0 = time.perf_counter()
-            n = min(cfg.online_rollout_steps, total_timesteps - done_steps)
-            rollout = self._collect(math.ceil(n / self._online.num_envs))
-            n = rollout.steps * rollout.num_envs
-            done_steps += n
+            self._online = BatchedEnv(env, self.device, seed=self.config.seed + self.online_steps)
+
+        def on_steps(n: int) -> None:
             self.online_steps += n
-            metrics = self._ppo_update(rollout)
-            metrics.update(self._online.stats.pop())
-            metrics["perf/sps"] = n / max(time.perf_counter() - t0, 1e-9)
-            if not run_callbacks(callbacks, self.online_steps, dict(metrics)):
-                break
-        return metrics
 
-    @torch.no_grad()
-    def _collect(self, steps: int) -> RolloutBuffer:
-        """`steps` steps of every world with the stochastic actor."""
-        envs = self._online
-        obs_dtype = torch.uint8 if envs.obs.dtype == torch.uint8 else torch.float32
-        rollout = RolloutBuffer(steps, envs.num_envs, tuple(envs.obs.shape[1:]), self.actor.act_dim, self.device,
-                                obs_dtype)
-        for t in range(steps):
-            obs = envs.obs
-            action, logp = self.actor.sample(self._features(obs), generator=self.gen)  # (N, A) unclipped
-            rollout.add(t, obs, action, logp, envs.step(from_unit(action, self.low_t, self.high_t)))
-        return rollout
+        self.ppo.s = self._ppo_settings()  # the config as it is now
+        return self.ppo.learn(self._online, total_timesteps, self.online_steps, callbacks, on_steps)
 
-    def _values(self, obs: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([self.online_v(self._features(obs[i:i + chunk])) for i in range(0, len(obs), chunk)])
-
-    def _ppo_update(self, rollout: RolloutBuffer) -> dict[str, Any]:
-        cfg = self.config
-        frac = max(0.0, 1.0 - self.online_steps / cfg.online_lr_decay_steps)
-        for g in self.actor_opt.param_groups:
-            g["lr"] = cfg.online_actor_lr * frac
-        for g in self.online_v_opt.param_groups:
-            g["lr"] = cfg.online_critic_lr * frac
-
-        # GAE(lambda) per world over the rollout's (T, N) steps, then every transition as one flat batch
-        values = self._values(rollout.obs.flatten(0, 1)).view(rollout.steps, rollout.num_envs)
-        next_values = self._values(rollout.next_obs.flatten(0, 1)).view(rollout.steps, rollout.num_envs)
-        adv = gae(rollout.rewards * cfg.online_reward_scale, values, next_values, rollout.terminated, rollout.done,
-                  cfg.gamma, cfg.online_gae_lambda)
-        returns = (adv + values).flatten()
-        values, adv = values.flatten(), adv.flatten()
-        adv = (adv - adv.mean()) / (adv.std() + 1e-5) if len(adv) > 1 else adv
-        r = {"obs": rollout.obs.flatten(0, 1), "actions": rollout.actions.flatten(0, 1), "logp": rollout.logp.flatten()}
-
-        n = len(adv)
-        stats: dict[str, list[float]] = {k: [] for k in ("pl", "vl", "ent", "kl", "cf")}
-        for _ in range(cfg.online_epochs):
-            perm = torch.as_tensor(self.rng.permutation(n), device=self.device)
-            for start in range(0, n, cfg.online_minibatch):
-                mb = perm[start:start + cfg.online_minibatch]
-                feat = self._features(r["obs"][mb])  # (b, F)
-                dist = self.actor.dist(feat.detach())
-                logp = dist.log_prob(r["actions"][mb]).sum(-1)
-                log_ratio = logp - r["logp"][mb]
-                ratio = log_ratio.exp()
-                a = adv[mb]
-                policy_loss = -torch.min(ratio * a, ratio.clamp(1 - cfg.online_clip, 1 + cfg.online_clip) * a).mean()
-                entropy = dist.entropy().sum(-1).mean()
-                self.actor_opt.zero_grad()
-                (policy_loss - cfg.online_entropy_coef * entropy).backward()
-                nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.online_max_grad_norm)
-                self.actor_opt.step()
-
-                v = self.online_v(feat)  # (b,)
-                v_old = values[mb]
-                v_clipped = v_old + (v - v_old).clamp(-cfg.online_clip, cfg.online_clip)
-                value_loss = torch.max((v - returns[mb]).pow(2), (v_clipped - returns[mb]).pow(2)).mean()
-                self.online_v_opt.zero_grad()
-                value_loss.backward()
-                nn.utils.clip_grad_norm_(self.online_v_opt.param_groups[0]["params"], cfg.online_max_grad_norm)
-                self.online_v_opt.step()
-
-                stats["pl"].append(policy_loss.item())
-                stats["vl"].append(value_loss.item())
-                stats["ent"].append(entropy.item())
-                stats["kl"].append(((ratio - 1) - log_ratio).mean().item())
-                stats["cf"].append(((ratio - 1).abs() > cfg.online_clip).float().mean().item())
-        return {"online/policy_loss": float(np.mean(stats["pl"])), "online/value_loss": float(np.mean(stats["vl"])),
-                "online/entropy": float(np.mean(stats["ent"])), "online/approx_kl": float(np.mean(stats["kl"])),
-                "online/clip_fraction": float(np.mean(stats["cf"])), "online/lr_actor": cfg.online_actor_lr * frac}
+    def _ppo_settings(self) -> PPOSettings:
+        c = self.config
+        return PPOSettings(rollout_steps=c.online_rollout_steps, minibatch=c.online_minibatch, epochs=c.online_epochs,
+                           gamma=c.gamma, gae_lambda=c.online_gae_lambda, clip=c.online_clip, value_clip=c.online_clip,
+                           entropy_coef=c.online_entropy_coef, max_grad_norm=c.online_max_grad_norm,
+                           actor_lr=c.online_actor_lr, critic_lr=c.online_critic_lr,
+                           lr_decay_steps=c.online_lr_decay_steps, reward_scale=c.online_reward_scale)
 
     # ------------------------------------------------------------------------------------------ checkpoint
     def modules(self) -> dict[str, nn.Module]:
