@@ -14,11 +14,10 @@ import torch
 
 import rlpt
 from rlpt.agents import BCConfig, CalQLConfig, IQLConfig, SB3PPOConfig, SB3SACConfig
-from rlpt.agents.calql import cql_ood_values
 from rlpt.data.buffers import MixedBuffer, ReplayBuffer
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError
-from rlpt.nets.critics import QEnsemble, ValueNet, expectile_loss, soft_update
+from rlpt.nets.critics import QEnsemble, ValueNet, cql_ood_values, expectile_loss, soft_update
 
 
 @pytest.fixture(autouse=True)

@@ -14,23 +14,16 @@ Per gradient step on a batch (s, a, r, s', d, G_MC):
            cat = [Q(s, a_unif) - log 0.5^|A|,  max(Q(s, a'~pi(s')), G) - log pi,  max(Q(s, a~pi(s)), G) - log pi]
 - Polyak update of the target critic.
 
-Defaults follow the reference code (`nakamotoo/Cal-QL`, `JaxCQL/conservative_sac.py`) and the research note:
-gamma 0.99, policy lr 1e-4, Q lr 3e-4, tau 5e-3, batch 256, 10 CQL actions, importance sampling, max-target
-backup, orthogonal init, log-std offset -1, 2x256 policy and Q (AntMaze recipes: cql_alpha 5, Q 4x256,
-reward x10 - 5, Lagrange with gap 0.8; Adroit: cql_alpha 1, 512-wide nets, reward x10 + 5).
+Defaults follow the reference code (`nakamotoo/Cal-QL`); the per-domain settings are in docs/methods/calql.md.
 
     agent = CalQLConfig(cql_alpha=5.0).create(env.observation_space, env.action_space)
     agent.fit(dataset, n_steps=1_000_000)
     agent.learn(env, total_timesteps=1_000_000, offline=dataset, mix_ratio=0.5)
 
-Image observations (uint8 `(H, W, 3)`, e.g. tabletop with `pixels: true`) go through an encoder, then a
-trunk (Linear -> LayerNorm -> tanh, `encoder_feature_dim` wide, as DrQ-v2) shared by actor and critics:
-- `encoder=` given to the constructor (any `nn.Module` with `out_dim`), else
-- `pretrained`: an encoder folder (`rlpt pretrain vptr` output, or `rlpt.nets.icvf.save_encoder`), e.g. V-PTR's
-  ICVF encoder, else
-- a fresh `ResNetEncoder(image_size=H, **encoder_config)` (scratch, PTR-style).
-The critic loss trains trunk and (unless `freeze_encoder`) encoder; the actor sees detached features. With
-`augment_shift > 0` every image of a training batch is randomly shifted by up to that many pixels (DrQ).
+Image observations (uint8 `(H, W, 3)`) go through an encoder (`encoder=`, a `pretrained` folder such as V-PTR's,
+or a scratch `ResNetEncoder`; `rlpt.nets.encoders`), then a trunk (Linear -> LayerNorm -> tanh, as DrQ-v2) shared
+by actor and critics; the critic loss trains trunk and (unless `freeze_encoder`) encoder, the actor sees detached
+features, and `augment_shift` randomly shifts training images (DrQ).
 """
 
 from __future__ import annotations
@@ -49,8 +42,8 @@ from rlpt.agents.base import register_agent
 from rlpt.agents.core import OfflineAgent, OffPolicyConfig
 from rlpt.data.dataset import Dataset
 from rlpt.errors import ConfigError, DatasetShapeError
-from rlpt.nets.critics import QEnsemble, soft_update
-from rlpt.nets.encoders import build_image_encoder, random_shift
+from rlpt.nets.critics import QEnsemble, cql_ood_values, soft_update
+from rlpt.nets.encoders import ImageFeatures, build_image_encoder
 from rlpt.nets.optim import adam
 from rlpt.nets.policies import TanhGaussianActor
 
@@ -88,26 +81,6 @@ class CalQLConfig(OffPolicyConfig):
     augment_shift: int = 0  # [ours] random-shift augmentation of training images, in pixels (DrQ uses 4 at 84px)
 
 
-def cql_ood_values(q_rand: torch.Tensor, q_pi: torch.Tensor, logp_pi: torch.Tensor, q_next: torch.Tensor,
-                   logp_next: torch.Tensor, q_data: torch.Tensor, mc_returns: torch.Tensor | None,
-                   act_dim: int, importance_sample: bool = True, temperature: float = 1.0) -> torch.Tensor:
-    """The CQL log-sum-exp over sampled actions, with Cal-QL's lower bound. Returns (n_heads, B).
-
-    q_rand, q_pi, q_next: (n_heads, B, N) Q at s of uniform actions, of a~pi(s) and of a'~pi(s');
-    logp_pi, logp_next: (B, N) their log-probabilities; q_data: (n_heads, B) Q of the dataset action;
-    mc_returns: (B,) Monte-Carlo returns, or None for plain CQL.
-    """
-    if mc_returns is not None:  # Cal-QL: policy-action values never count below the behaviour return
-        bound = mc_returns.view(1, -1, 1)
-        q_pi, q_next = torch.maximum(q_pi, bound), torch.maximum(q_next, bound)
-    if importance_sample:
-        log_uniform = act_dim * math.log(0.5)  # density of U[-1, 1]^A
-        cat = torch.cat([q_rand - log_uniform, q_next - logp_next.unsqueeze(0), q_pi - logp_pi.unsqueeze(0)], -1)
-    else:
-        cat = torch.cat([q_rand, q_data.unsqueeze(-1), q_next, q_pi], -1)
-    return torch.logsumexp(cat / temperature, dim=-1) * temperature  # (n_heads, B)
-
-
 @register_agent("calql")
 class CalQL(OfflineAgent):
     config_class = CalQLConfig
@@ -123,18 +96,16 @@ class CalQL(OfflineAgent):
         if encoder is not None and not self.pixel_obs:
             raise ConfigError(f"CalQL: encoder= is for uint8 image observations (H, W, 3); this observation space is "
                               f"{observation_space}")
-        self.encoder: nn.Module | None = None
-        self.trunk: nn.Module | None = None
-        feat_dim = self.obs_dim
+        self.image: ImageFeatures | None = None  # uint8 image observations: encoder + trunk
         if self.pixel_obs:
             h, w, c = self.obs_shape
             if c != 3 or h != w:
                 raise ConfigError(f"CalQL: image observations must be square RGB (S, S, 3), got {self.obs_shape}")
-            self.encoder = build_image_encoder("CalQL", self.obs_shape, encoder, config.pretrained,
-                                               config.encoder_config, freeze=config.freeze_encoder, device=self.device)
-            feat_dim = config.encoder_feature_dim or int(self.encoder.out_dim)
-            self.trunk = (nn.Sequential(nn.Linear(self.encoder.out_dim, feat_dim), nn.LayerNorm(feat_dim), nn.Tanh())
-                          if config.encoder_feature_dim > 0 else nn.Identity()).to(self.device)
+            self.image = ImageFeatures(build_image_encoder("CalQL", self.obs_shape, encoder, config.pretrained,
+                                                           config.encoder_config, freeze=config.freeze_encoder,
+                                                           device=self.device),
+                                       config.encoder_feature_dim, config.freeze_encoder, config.augment_shift)
+        feat_dim = self.image.out_dim if self.image is not None else self.obs_dim
         self.target_entropy = -float(self.act_dim) if config.target_entropy is None else float(config.target_entropy)
 
         self.actor = TanhGaussianActor(feat_dim, self.act_dim, config.policy_hidden, config.orthogonal_init,
@@ -147,14 +118,17 @@ class CalQL(OfflineAgent):
             "log_alpha": nn.Parameter(torch.tensor(math.log(config.alpha))),
             "log_alpha_prime": nn.Parameter(torch.tensor(0.0))}).to(self.device)
         self.actor_opt = adam(self.actor.parameters(), lr=config.policy_lr)
-        critic_params = list(self.qf.parameters())
-        if self.encoder is not None:
-            critic_params += list(self.trunk.parameters())
-            if not config.freeze_encoder:
-                critic_params += list(self.encoder.parameters())
-        self.qf_opt = adam(critic_params, lr=config.q_lr)
+        self.qf_opt = adam([*self.qf.parameters(), *(self.image.trainable() if self.image else [])], lr=config.q_lr)
         self.alpha_opt = adam([self.log_temps["log_alpha"]], lr=config.alpha_lr)
         self.alpha_prime_opt = adam([self.log_temps["log_alpha_prime"]], lr=config.q_lr)
+
+    @property
+    def encoder(self) -> nn.Module | None:
+        return self.image.encoder if self.image is not None else None
+
+    @property
+    def trunk(self) -> nn.Module | None:
+        return self.image.trunk if self.image is not None else None
 
     @property
     def mc_gamma(self) -> float | None:
@@ -163,32 +137,18 @@ class CalQL(OfflineAgent):
 
     # -------------------------------------------------------------- features
     def features(self, obs: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """Observations (B, ...) -> the input of actor and critics: normalised flat states, or trunk features of
-        images. `train` (images): augment, and let gradients reach the (unfrozen) encoder and the trunk; otherwise
-        no gradients and batch-norm statistics stay as they are."""
-        if self.encoder is None:
+        """Observations (B, ...) -> the input of actor and critics: normalised flat states, or image features
+        (`train`: augmented, with gradients to the trunk and unfrozen encoder)."""
+        if self.image is None:
             return self.obs_norm(obs.flatten(1))
         x = obs.reshape(obs.shape[0], *self.obs_shape)  # uint8 (B, H, W, 3); floats of pixel values are rounded
-        x = x if x.dtype == torch.uint8 else x.round().clamp(0, 255).to(torch.uint8)
-        if train and self.config.augment_shift > 0:
-            x = random_shift(x, self.config.augment_shift, self.gen)
-        x = x.permute(0, 3, 1, 2)  # (B, 3, H, W)
-        if train and not self.config.freeze_encoder:
-            self.encoder.train()
-            return self.trunk(self.encoder(x).float())
-        with torch.no_grad():
-            self.encoder.eval()
-            feat = self.encoder(x).float()
-        if train:  # a frozen encoder under a learning trunk
-            return self.trunk(feat)
-        with torch.no_grad():
-            return self.trunk(feat)
+        return self.image(x if x.dtype == torch.uint8 else x.round().clamp(0, 255).to(torch.uint8), train, self.gen)
 
     def policy_action(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.sample(self.features(obs), deterministic, self.gen)[0]
 
     def prepare(self, dataset: Dataset) -> Dataset:
-        if self.encoder is not None and dataset.observations.dtype != np.uint8:
+        if self.image is not None and dataset.observations.dtype != np.uint8:
             raise DatasetShapeError(f"{dataset.source}: image observations must be uint8, got "
                                     f"{dataset.observations.dtype}")
         return super().prepare(dataset)
@@ -274,8 +234,8 @@ class CalQL(OfflineAgent):
     def modules(self) -> dict[str, nn.Module]:
         mods = {**super().modules(), "actor": self.actor, "qf": self.qf, "qf_target": self.qf_target,
                 "log_temps": self.log_temps}
-        if self.encoder is not None:
-            mods.update(encoder=self.encoder, trunk=self.trunk)
+        if self.image is not None:
+            mods.update(encoder=self.image.encoder, trunk=self.image.trunk)
         return mods
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

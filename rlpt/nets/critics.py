@@ -60,6 +60,26 @@ def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
     return (weight * diff.pow(2)).mean()
 
 
+def cql_ood_values(q_rand: torch.Tensor, q_pi: torch.Tensor, logp_pi: torch.Tensor, q_next: torch.Tensor,
+                   logp_next: torch.Tensor, q_data: torch.Tensor, mc_returns: torch.Tensor | None,
+                   act_dim: int, importance_sample: bool = True, temperature: float = 1.0) -> torch.Tensor:
+    """The CQL log-sum-exp over sampled actions, with Cal-QL's lower bound. Returns (n_heads, B).
+
+    q_rand, q_pi, q_next: (n_heads, B, N) Q at s of uniform actions, of a~pi(s) and of a'~pi(s');
+    logp_pi, logp_next: (B, N) their log-probabilities; q_data: (n_heads, B) Q of the dataset action;
+    mc_returns: (B,) Monte-Carlo returns, or None for plain CQL.
+    """
+    if mc_returns is not None:  # Cal-QL: policy-action values never count below the behaviour return
+        bound = mc_returns.view(1, -1, 1)
+        q_pi, q_next = torch.maximum(q_pi, bound), torch.maximum(q_next, bound)
+    if importance_sample:
+        log_uniform = act_dim * math.log(0.5)  # density of U[-1, 1]^A
+        cat = torch.cat([q_rand - log_uniform, q_next - logp_next.unsqueeze(0), q_pi - logp_pi.unsqueeze(0)], -1)
+    else:
+        cat = torch.cat([q_rand, q_data.unsqueeze(-1), q_next, q_pi], -1)
+    return torch.logsumexp(cat / temperature, dim=-1) * temperature  # (n_heads, B)
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging `target <- (1 - tau) * target + tau * source` over parameters (buffers are copied)."""

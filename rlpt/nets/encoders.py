@@ -69,3 +69,37 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = 
     rows = (torch.arange(h, device=x.device)[None] + d[0]).clamp(0, h - 1)  # (B, H)
     cols = (torch.arange(w, device=x.device)[None] + d[1]).clamp(0, w - 1)  # (B, W)
     return x[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class ImageFeatures(nn.Module):
+    """Images -> features for an agent's actor and critics: an encoder (frozen or trained), then a trunk
+    (Linear -> LayerNorm -> tanh, `feature_dim` wide, as DrQ-v2; none when `feature_dim` is 0), with DrQ's random
+    shift of training images (`shift` pixels)."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, freeze: bool, shift: int = 0):
+        super().__init__()
+        self.encoder, self.freeze, self.shift = encoder, freeze, int(shift)
+        self.out_dim = feature_dim or int(encoder.out_dim)
+        self.trunk = (nn.Sequential(nn.Linear(encoder.out_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+                      if feature_dim > 0 else nn.Identity()).to(next(encoder.parameters()).device)
+
+    def trainable(self) -> list[nn.Parameter]:
+        """What a critic's optimizer trains: the trunk, and the encoder unless frozen."""
+        return [*self.trunk.parameters(), *([] if self.freeze else self.encoder.parameters())]
+
+    def forward(self, images: torch.Tensor, train: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> (B, out_dim). `train`: augment, and let gradients reach the trunk (and the encoder
+        unless frozen); otherwise no gradients and batch-norm statistics stay as they are."""
+        x = random_shift(images, self.shift, generator) if train and self.shift > 0 else images
+        x = x.permute(0, 3, 1, 2)  # (B, 3, H, W)
+        if train and not self.freeze:
+            self.encoder.train()
+            return self.trunk(self.encoder(x).float())
+        with torch.no_grad():
+            self.encoder.eval()
+            feat = self.encoder(x).float()
+        if train:  # a frozen encoder under a learning trunk
+            return self.trunk(feat)
+        with torch.no_grad():
+            return self.trunk(feat)
