@@ -253,10 +253,14 @@ class PolicyEnsemble(nn.Module):
     def __init__(self, n: int, in_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256, 256),
                  activation: str = "relu", log_std_min: float = -5.0, log_std_max: float = 0.0):
         super().__init__()
-        self.net = EnsembleMLP(n, in_dim, 2 * act_dim, hidden, activation, hidden_init="orthogonal",
-                               out_init="orthogonal")
+        # each member is initialised exactly as a standalone GaussianPolicy, with the same random draws
+        members = [GaussianPolicy(in_dim, act_dim, hidden, activation, log_std_min, log_std_max) for _ in range(n)]
+        with torch.random.fork_rng(devices=[]):  # the stacked layers' own init draws nothing from the caller's stream
+            self.net = EnsembleMLP(n, in_dim, 2 * act_dim, hidden, activation)
         self.n, self.in_dim, self.act_dim, self.hidden, self.activation = n, in_dim, act_dim, tuple(hidden), activation
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
+        for i, member in enumerate(members):
+            self.load_member(i, member)
 
     def __len__(self) -> int:
         return self.n
