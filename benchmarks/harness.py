@@ -148,9 +148,9 @@ def add_threads_arg(p: argparse.ArgumentParser, default: int = 1) -> None:
     p.add_argument("--threads", type=int, default=default, help=f"torch threads (default {default})")
 
 
-def add_merge_arg(p: argparse.ArgumentParser) -> None:
-    """`--merge A.json B.json ...`: join result files of parallel parts into --out and exit."""
-    p.add_argument("--merge", nargs="+", metavar="JSON", help="join the result files of parallel parts into --out "
+def add_merge_arg(p: argparse.ArgumentParser, into: str = "--out") -> None:
+    """`--merge A.json B.json ...`: join result files of parallel parts into the file `into` names, and exit."""
+    p.add_argument("--merge", nargs="+", metavar="JSON", help=f"join the result files of parallel parts into {into} "
                    "and exit")
 
 
