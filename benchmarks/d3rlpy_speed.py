@@ -4,7 +4,7 @@ Usage (d3rlpy lives in its own venv: it pins other gym/gymnasium versions than r
     python3 -m venv /work/venv-d3rlpy && /work/venv-d3rlpy/bin/pip install torch==2.13.0 h5py d3rlpy==2.8.0
     .venv/bin/python benchmarks/d3rlpy_speed.py [--rlpt-tree PATH] [--rlpt-python .venv/bin/python]
         [--d3rlpy-python /work/venv-d3rlpy/bin/python] [--data data/hopper-medium-replay-v5.hdf5]
-        [--recipe agents/iql/hopper-medium-replay-cpu.yaml] [--steps 3000] [--rounds 5] [--warmup 200]
+        [--recipe agents/iql/hopper-medium-replay-cpu.yaml] [--steps 3000] [--rounds 5] [--chunk 500] [--warmup 200]
         [--threads 1] [--out benchmarks/results/d3rlpy_speed.json]
 Takes about rounds x steps x (1/rlpt_rate + 1/d3rlpy_rate) plus ~1 min of set-up: ~6 min at the defaults on
 one thread of a shared 2-core CPU.
@@ -12,9 +12,10 @@ one thread of a shared 2-core CPU.
 Two worker processes (this file with `--worker rlpt|d3rlpy`) start once, each in its own interpreter with
 `--threads` torch threads, load the same HDF5 file (rlpt: `load_d4rl`; d3rlpy: h5py into `MDPDataset`), build
 IQL with the recipe's shapes and run `--warmup` updates. Then the driver alternates them, `--rounds` times
-`--steps` updates each (the order flips every round, and only one worker computes at a time, the other waits
-on its stdin); the medians of the per-round rates give the ratio rlpt / d3rlpy. Interleaving makes the ratio
-fair-ish on a shared machine: both libraries see the same load over a run; absolute rates drift with it.
+`--steps` updates each, in chunks of `--chunk` updates (the order flips every round, and only one worker computes
+at a time, the other waits on its stdin); the medians of the per-round rates give the ratio rlpt / d3rlpy, by wall
+clock and per second of each worker's CPU time (the steadier one when other jobs share the CPU). Interleaving
+makes the ratio fair-ish on a shared machine: both libraries see the same load over a run; absolute rates drift.
 
 What one update is, on both sides: sample a batch of `batch_size` transitions from the dataset in memory, then
 one IQL step (V expectile, twin Q backup, advantage-weighted actor, Polyak target). rlpt: `IQL.fit(ds, n)`
@@ -198,6 +199,8 @@ def main() -> None:
                    "agents/iql/hopper-medium-replay-cpu.yaml)")
     p.add_argument("--steps", type=int, default=3000, help="updates per round and library")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds (medians reported)")
+    p.add_argument("--chunk", type=int, default=500, help="within a round the libraries alternate in chunks of "
+                   "this many updates, so a change of machine load hits both (0: one chunk per round)")
     p.add_argument("--warmup", type=int, default=200, help="updates before timing, per library")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each worker")
     p.add_argument("--out", default=str(HERE / "results" / "d3rlpy_speed.json"))
@@ -231,8 +234,14 @@ def main() -> None:
         rounds: dict[str, list[dict[str, float]]] = {"rlpt": [], "d3rlpy": []}
         for r in range(args.rounds):
             order = ["rlpt", "d3rlpy"] if r % 2 == 0 else ["d3rlpy", "rlpt"]
-            for name in order:
-                res = workers[name].run(args.steps)
+            tot = {name: {"n": 0, "wall": 0.0, "cpu": 0.0} for name in order}
+            chunk = min(args.chunk or args.steps, args.steps)
+            for start in range(0, args.steps, chunk):  # the two alternate in chunks within a round
+                for name in order:
+                    res = workers[name].run(min(chunk, args.steps - start))
+                    for k in tot[name]:
+                        tot[name][k] += res[k]
+            for name, res in tot.items():
                 rounds[name].append({"rate": res["n"] / res["wall"], "cpu_rate": res["n"] / max(res["cpu"], 1e-9),
                                      "seconds": res["wall"]})
             a, b = rounds["rlpt"][-1], rounds["d3rlpy"][-1]
@@ -254,6 +263,7 @@ def main() -> None:
                      "torch_d3rlpy": info["d3rlpy"]["torch"], "numpy_rlpt": info["rlpt"]["numpy"],
                      "numpy_d3rlpy": info["d3rlpy"]["numpy"], "python": info["rlpt"]["python"]},
         "settings": {"data": args.data, "recipe": args.recipe, "steps_per_round": args.steps, "rounds": args.rounds,
+                     "chunk": args.chunk,
                      "warmup": args.warmup, "threads": args.threads, "rows": info["rlpt"]["rows"],
                      "wall_seconds": round(time.perf_counter() - t_start, 1)},
         "configs": {"rlpt": info["rlpt"]["config"], "d3rlpy": info["d3rlpy"]["config"]},
