@@ -1,8 +1,10 @@
 """Agent speed: gradient updates/s of every rlpt training phase against a bare PyTorch loop, and env steps/s online.
 
 Usage: python benchmarks/agent_speed.py [--preset cpu|paper] [--device auto|cpu|cuda] [--seconds 3]
-       [--rounds 5] [--warmup 1] [--threads 1] [--rows NAME ...] [--out PATH]
-(default PATH: benchmarks/results/agent_speed_<device>.json)
+       [--rounds 5] [--warmup 1] [--threads 1] [--rows NAME ...] [--quick] [--no-roofline]
+       [--baseline benchmarks/results/agent_speed_cpu_prerefactor.json] [--out PATH]
+(default PATH: benchmarks/results/agent_speed_<device>.json). ~13 min at the defaults on one thread of a shared
+2-core CPU; --quick (1 s x 3 rounds, 20k rows) ~3-4 min.
 
 Each row drives rlpt's own training path and a bare PyTorch loop with the same network shapes, batch size, loss
 structure and optimizer, on a synthetic Hopper-shaped dataset (obs 11, act 3, 100k rows, episodes ending by
@@ -25,6 +27,18 @@ The bare loops sample random row indices from numpy arrays (observations pre-nor
 median(rlpt) / median(bare), both by wall clock and per second of process CPU time. On a CPU device the 0.8 target
 is judged on the CPU-time ratio, which other jobs on a shared CPU disturb far less than wall time (it is the work
 each loop needs); on CUDA on the wall-clock ratio. On a shared CPU compare ratios, not absolute numbers.
+
+Ensemble rows (Uni-O4 critics, BC ensemble, dynamics ensemble) add two more loops: `naive`, one nn.Module and one
+Adam per member with every member's forward, loss and step looped in Python (CORL style), and `fused`, every layer
+one baddbmm over all members with one Adam (today's bare dynamics loop already is). The targets printed at the end:
+each ensemble phase >= 1.5x the naive loop, every other phase >= 1.0x the bare loop, and Cal-QL >= 2x the
+`--baseline` run (speedup = cpu_time_ratio now / then: the bare loop is the same code in both runs, so it cancels
+the machine's speed and load).
+
+Roofline (per row and variant): every aten matmul of one update (forward and backward) is recorded with its shapes
+and strides, its FLOPs summed (2*M*K*N per call), and the same calls are replayed alone on this device; fraction =
+(seconds those matmuls take alone) x (measured updates/s) = achieved matmul FLOP/s / this device's matmul FLOP/s
+at the same shapes. The rest of the update's time is elementwise ops, the optimizer, sampling and Python.
 """
 
 from __future__ import annotations
