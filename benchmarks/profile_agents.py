@@ -205,7 +205,11 @@ def main() -> None:
 def compiled_bare(name: str, ds) -> Callable[[], None]:
     """The bare loop with its nn.Sequential networks wrapped by torch.compile (compiled at the first calls)."""
     import agent_speed
+    import torch._dynamo
 
+    # every network shares nn.Sequential.forward's code, and Cal-QL calls them at two batch sizes: allow the
+    # recompiles instead of falling back to eager after the default limit of 8
+    torch._dynamo.config.recompile_limit = 64
     orig = agent_speed.mlp
 
     def compiled_mlp(*a, **k):
