@@ -59,6 +59,8 @@ import mujoco
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import add_threads_arg, command_line, loadavg, machine, set_threads, versions, write_result
 from torch import nn
 from torch.distributions import Normal

@@ -71,6 +71,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import add_merge_arg, command_line, loadavg, machine, read_parts, set_threads, versions, write_result
 
 # numpy's OpenBLAS threads thrash on a shared 2-core machine (an SVD ran 10x slower): one thread unless told otherwise

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, machine, set_threads, versions, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

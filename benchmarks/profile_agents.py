@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from agent_speed import PRESETS, BareData, bare_calql, bare_iql, synthetic_hopper
 from harness import add_threads_arg, command_line, machine, set_threads, versions, write_result
 from torch.profiler import ProfilerActivity, profile

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, loadavg, machine, set_threads, versions, write_result
 
 from rlpt.envs.rendering import setup_offscreen_rendering

@@ -24,11 +24,14 @@ import argparse
 import json
 import math
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, machine, set_threads, versions, write_result
 
 from rlpt.agents.base import AGENT_REGISTRY, Agent

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, machine, set_threads, versions, write_result
 
 from rlpt.agents.base import AGENT_REGISTRY, Agent

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, loadavg, machine, set_threads, versions, write_result
 
 set_threads(1)

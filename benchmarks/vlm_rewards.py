@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import add_merge_arg, command_line, machine, part_summary, read_parts, set_threads, versions, write_result
 
 from rlpt.eval.plots import save_figure

@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, machine, read_parts, set_threads, versions, write_result
 
 T0 = time.monotonic()  # --deadline-seconds counts from here, before the heavy imports
