@@ -65,12 +65,14 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import add_merge_arg, command_line, loadavg, machine, read_parts, set_threads, versions, write_result
 
 # numpy's OpenBLAS threads thrash on a shared 2-core machine (an SVD ran 10x slower): one thread unless told otherwise
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -554,7 +556,7 @@ def plot_agent_return(ar: dict[str, Any], path: Path, title: str) -> Path:
 
 def merge_parts(files: list[str], out: Path) -> int:
     """Join the agent-return runs of parallel invocations (copies of one results file) into `out`."""
-    parts = [json.loads(Path(f).read_text()) for f in files]
+    parts = read_parts(files)
     base = parts[0]
     for f, part in zip(files[1:], parts[1:], strict=True):
         if part.get("settings") != base.get("settings") or part.get("runs") != base.get("runs"):
@@ -573,7 +575,7 @@ def merge_parts(files: list[str], out: Path) -> int:
     merged = {**base, "agent_return": ar, "plot": os.path.relpath(phase_b_plot, ROOT),
               "commands": [c for p in parts for c in p.get("commands", [])],
               "merged_from": [os.path.relpath(Path(f).resolve(), ROOT) for f in files]}
-    write_json(out, merged)
+    write_result(out, merged)
     print(json.dumps(ar["summary"], indent=1))
     print(f"wrote {out}")
     return 0
@@ -607,8 +609,7 @@ def main() -> int:
     p.add_argument("--agent-inits", default="scratch,contextwm", help="part two's inits (scratch, contextwm)")
     p.add_argument("--agent-eval-interval", type=int, default=2000,
                    help="online steps between part two's evaluations (0: only at the end; default 2000)")
-    p.add_argument("--merge", nargs="+", metavar="JSON",
-                   help="join part two of parallel invocations (copies of one results file) into --out and exit")
+    add_merge_arg(p)  # part two of parallel invocations (copies of one results file)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default=None, help="cache folder (default data/contextwm_bench[_quick])")
@@ -632,7 +633,7 @@ def main() -> int:
     bad = [i for i in inits if i not in INITS]
     if bad:
         p.error(f"--inits: unknown {bad}; choose from {INITS}")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = str(resolve_device(args.device))
     # import everything up front: a long run then keeps the code it started with
     import rlpt.agents.contextwm  # noqa: F401
@@ -660,18 +661,15 @@ def main() -> int:
             raise ConfigError(f"{out} holds results made with other settings ({result.get('settings')}); rerun with "
                               f"the same ones, pass --fresh to discard them, or --out another file")
     t_start = time.time()
-    command = "nice -n 5 .venv/bin/python benchmarks/contextwm.py " + " ".join(sys.argv[1:])
+    command = command_line()
     result.setdefault("command", command)  # the first invocation; every one (with its runs) is in "commands"
     result.setdefault("commands", []).append({"command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                              "seeds": args.seeds, "inits": inits})
     result.update({
         "benchmark": "contextwm",
         "settings": settings,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "device": device, "torch_threads": torch.get_num_threads(),
-                    "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-                    "cuda_device": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "machine": machine(device, cuda_device=torch.cuda.get_device_name(0) if device.startswith("cuda") else None),
+        "versions": versions(),
         "design": {
             "pretraining": "action-free video of cheetah/walker/hopper/finger/tabletop-push/tabletop-hand-push, "
                            "texture seeds 0:1000; plain (contextual=False) and ContextWM, cpu-small, same steps/seed, "
@@ -691,8 +689,8 @@ def main() -> int:
 
     def save() -> None:
         result["wall_seconds_this_invocation"] = round(time.time() - t_start, 1)
-        result["machine"]["loadavg_at_save"] = [round(x, 2) for x in os.getloadavg()]
-        write_json(out, result)
+        result["machine"]["loadavg_at_save"] = loadavg()
+        write_result(out, result)
 
     print(f"work folder {work}; results -> {out}", flush=True)
     videos, result["videos"] = pretraining_videos(args, work)

@@ -21,9 +21,7 @@ Every measurement records the load average before and after it: the CPU is share
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, loadavg, machine, versions, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -147,7 +148,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "contextwm_speed.json"))
     args = p.parse_args()
 
-    t_start = time.time()
+    t_start, load_start = time.time(), loadavg()
     big = {"paper", "r2dreamer-shape", "r2dreamer-shape-plain"}
     rows = []
     for name, cfg in configs(args.presets.split(",")).items():
@@ -188,11 +189,10 @@ def main() -> int:
     small = [r for r in rows if r["name"] == "cpu-small" and args.device == "cpu"]
     result = {
         "benchmark": "contextwm_speed",
-        "command": " ".join(["python", *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "device": args.device,
-                    "cuda_device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "command": command_line(),
+        "machine": machine(args.device, loadavg_at_start=load_start, loadavg_at_end=loadavg(),
+                           cuda_device=torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None),
+        "versions": versions(),
         "what": "median seconds per world-model update (train_step: forward, loss, backward, clip, AdamW) on a fixed "
                 "uint8 batch in memory, fp32; data loading measured separately. cpu_seconds_per_update is the "
                 "process CPU time (all threads); matmul_gmacs_1thread_before shows how loaded the machine was "
@@ -203,9 +203,7 @@ def main() -> int:
         "cpu_small_target_5_updates_per_s": {str(r["threads"]): r["updates_per_s"] >= 5.0 for r in small},
         "wall_seconds": round(time.time() - t_start, 1),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out} ({result['wall_seconds']:.0f} s)")
+    print(f"wrote {write_result(args.out, result)} ({result['wall_seconds']:.0f} s)")
     return 0
 
 

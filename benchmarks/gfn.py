@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,13 +36,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import (
+    add_merge_arg,
+    command_line,
+    loadavg,
+    machine,
+    part_summary,
+    read_parts,
+    set_threads,
+    versions,
+    write_result,
+)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlpt.gfn.envs import HyperGrid, Reward, make_dag_env  # noqa: E402
 from rlpt.gfn.evaluate import exact_metrics, masked_log_softmax  # noqa: E402
 from rlpt.gfn.gflownet import GFlowNet  # noqa: E402
 from rlpt.gfn.ocgfn import OCGFN, AmortizedTrainer, OCGFNConfig, convert_exact_many  # noqa: E402
-from rlpt.utils import merge_nested, write_json  # noqa: E402
+from rlpt.utils import merge_nested  # noqa: E402
 
 TORCHGFN_SCRIPT = r"""
 import json, platform, sys, time
@@ -353,38 +365,32 @@ def main() -> None:
                         "flow head (what the results before 2026-11-27 evening used)")
     p.add_argument("--skip-torchgfn", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gfn.json"))
-    p.add_argument("--merge", nargs="+", metavar="JSON", help="merge results of parallel runs into --out and exit")
+    add_merge_arg(p)
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out (docs/gfn.md) and exit")
     args = p.parse_args()
     if args.table:
         print(tables(json.loads(Path(args.out).read_text())))
         return
     if args.merge:
-        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        parts = read_parts(args.merge)
         seeds = merge_nested([part["seeds"] for part in parts], depth=2)
-        res = {"command": " ".join(["python", *sys.argv]),
-               "parts": [{"file": f, "command": part["command"], "seconds": part.get("seconds"),
-                          "versions": part.get("versions"), "machine": part.get("machine")}
-                         for f, part in zip(args.merge, parts, strict=True)],
+        res = {"command": command_line(),
+               "parts": part_summary(args.merge, parts, keys=("command", "seconds", "versions", "machine")),
                "seeds": seeds, "summary": summarize(seeds)}
-        write_json(args.out, res)
+        write_result(args.out, res)
         print(json.dumps(res["summary"], indent=1))
         return
-    torch.set_num_threads(1)
+    set_threads(1)
     t_start = time.time()
     previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    res: dict = {"command": " ".join(["python", *sys.argv]), "torch_threads": 1, "args": vars(args),
-                 "versions": {"torch": torch.__version__, "numpy": np.__version__,
-                              "python": platform.python_version()},
-                 "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]},
-                 "seeds": previous.get("seeds", {})}
+    res: dict = {"command": command_line(), "torch_threads": 1, "args": vars(args), "versions": versions(),
+                 "machine": machine(), "seeds": previous.get("seeds", {})}
 
     def dump() -> None:
         res["seconds"] = round(time.time() - t_start, 1)
-        res["machine"]["loadavg_at_save"] = [round(x, 2) for x in os.getloadavg()]
+        res["machine"]["loadavg_at_save"] = loadavg()
         res["summary"] = summarize(res["seeds"])
-        write_json(args.out, res)
+        write_result(args.out, res)
 
     for seed in args.seeds:
         out = res["seeds"].setdefault(str(seed), {})

@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, machine, set_threads, versions, write_result
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlpt.data.video import open_videos  # noqa: E402
 from rlpt.pretrain.vptr import check_clips, goal_values, load_icvf, rank_order, read_meta  # noqa: E402
-from rlpt.utils import write_json  # noqa: E402
 
 
 def video_groups(source: str) -> dict[str, list[str]]:
@@ -91,7 +92,7 @@ def main() -> None:
     args = p.parse_args()
     if args.clips < 2:
         p.error("--clips must be >= 2")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     groups = video_groups(args.videos)
     results = [probe(c, groups, args.clips, args.seed) for c in args.checkpoints]
     print(f"{'checkpoint':<40} {'step':>6} {'group':<20} {'value_order':>11} {'spread':>8} {'goal_gap':>8} "
@@ -100,12 +101,10 @@ def main() -> None:
         for name, g in r["groups"].items():
             print(f"{r['checkpoint'][-40:]:<40} {r['step']!s:>6} {name:<20} {g['value_order']:>+11.3f} "
                   f"{g['value_spread']:>8.4f} {g['goal_gap']:>+8.4f} {g['pixel_change']:>7.4f}")
-    write_json(Path(args.out), {
-        "benchmark": "icvf_probe", "command": " ".join(["python", *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    out = write_result(args.out, {
+        "benchmark": "icvf_probe", "command": command_line(), "machine": machine(), "versions": versions(),
         "videos": args.videos, "clips_per_group": args.clips, "seed": args.seed, "results": results})
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,12 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import add_merge_arg, command_line, machine, part_summary, read_parts, set_threads, versions, write_result
+
 from rlpt.agents.base import agent_class
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
 from rlpt.eval.stats import bootstrap_diff_ci
 from rlpt.train import _load_dataset, load_recipe, ope_report, train
-from rlpt.utils import merge_nested, set_seed, write_json
+from rlpt.utils import merge_nested, set_seed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "learning.json"
 
@@ -206,30 +208,25 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_learning")
     p.add_argument("--results", default=str(RESULTS), help="results JSON (re-running skips finished cells)")
     p.add_argument("--table", metavar="JSON", help="print a results file's summary as a markdown table and exit")
-    p.add_argument("--merge", nargs="+", metavar="JSON",
-                   help="merge results files of parallel runs (e.g. one per seed) into --results and exit")
+    add_merge_arg(p, into="--results")  # parts of parallel runs, e.g. one per seed
     args = p.parse_args()
     results_path = Path(args.results)
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())["summary"]))
         return
     if args.merge:
-        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        parts = read_parts(args.merge, agree=("benchmark",))
         merged = merge_nested([part["results"] for part in parts], depth=3)  # parts may split a seed's algorithms
-        report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
-                  "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
-                            for f, part in zip(args.merge, parts, strict=True)],
+        report = {"benchmark": "learning", "command": command_line(), "parts": part_summary(args.merge, parts),
                   "versions": parts[0]["versions"], "results": merged, "summary": summarize(merged)}
-        write_json(results_path, report)
+        write_result(results_path, report)
         print(json.dumps(report["summary"], indent=2))
         return
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     previous = json.loads(results_path.read_text()) if results_path.exists() else {}
     results: dict = previous.get("results", {})
-    report = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": torch.get_num_threads()},
-              "versions": {"torch": torch.__version__, "numpy": np.__version__}, "args": vars(args)}
+    report = {"benchmark": "learning", "command": command_line(), "machine": machine(cpus=torch.get_num_threads()),
+              "versions": versions(), "args": vars(args)}
     for name in args.datasets:
         ds = dataset_for(name, Path(args.data_root))
         refs = (float(ds.metadata["ref_min_score"]), float(ds.metadata["ref_max_score"]))
@@ -256,10 +253,10 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in cell[algo].items() if "score" in k or k == "best_bc_member"}))
                 report["results"] = results
                 report["summary"] = summarize(results)
-                write_json(results_path, report)
+                write_result(results_path, report)
     report["results"] = results
     report["summary"] = summarize(results)
-    write_json(results_path, report)
+    write_result(results_path, report)
     print(json.dumps(report["summary"], indent=2))
 
 

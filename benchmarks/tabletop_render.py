@@ -10,19 +10,18 @@ this one process, one after another; on a shared CPU compare ratios rather than 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, loadavg, machine, set_threads, versions, write_result
 
 from rlpt.envs.rendering import setup_offscreen_rendering
 
-torch.set_num_threads(1)
+set_threads(1)
 BACKEND = setup_offscreen_rendering()
 
 import gymnasium  # noqa: E402
@@ -86,17 +85,11 @@ def main() -> None:
                                       "step_and_render_per_s": round(both, 1)})
             print(f"{cam:<8}{size:>6}{fps:>12.0f}{both:>15.0f}")
 
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
     report = {
         "benchmark": "tabletop_render",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "loadavg_at_end": load, "gl_backend": BACKEND},
-        "versions": {"python": platform.python_version(), "mujoco": mujoco.__version__,
-                     "gymnasium": gymnasium.__version__, "numpy": np.__version__},
+        "command": command_line(Path(sys.executable).name),
+        "machine": machine(loadavg_at_end=loadavg(), gl_backend=BACKEND),
+        "versions": versions(mujoco=mujoco.__version__, gymnasium=gymnasium.__version__),
         "settings": {"steps": args.steps, "frames": args.frames, "seed": 0, "control_hz": 10,
                      "physics_substeps": 20, "shadows": False},
         "notes": "steps/s: TabletopEnv.step with state observations (no rendering), episodes reset on "
@@ -104,12 +97,7 @@ def main() -> None:
                  "Shared CPU: other jobs were running, so absolute numbers drift; see loadavg_at_end.",
         **results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    print(f"\nwrote {write_result(args.out, report)}")
 
 
 if __name__ == "__main__":

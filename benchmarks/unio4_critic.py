@@ -31,12 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, machine, set_threads, versions, write_result
+
 from rlpt.agents.base import Agent, agent_class
 from rlpt.agents.core import generator_for
 from rlpt.agents.unio4 import amq_score
 from rlpt.envs import make_env
 from rlpt.train import _load_dataset, load_recipe
-from rlpt.utils import set_seed, spearman, write_json
+from rlpt.utils import set_seed, spearman
 
 # The hopper-medium-replay CPU preset before the critic change (the experiment's starting point).
 OLD_PRESET = {"critic_steps": 20000, "critic_lr": 1e-4, "target_update_interval": 2, "normalize_reward": False,
@@ -128,7 +131,7 @@ def main() -> None:
     p.add_argument("--cache", default="runs/unio4_critic_cache")
     p.add_argument("--out", default="benchmarks/results/unio4_critic.json")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    set_threads(1)
     recipe = load_recipe(args.preset)
     ds = _load_dataset(recipe, Path("data"), quiet=True)
     refs = (float(ds.metadata["ref_min_score"]), float(ds.metadata["ref_max_score"]))
@@ -149,16 +152,17 @@ def main() -> None:
         print(f"post-BC checkpoint {ck} in {time.time() - t0:.0f} s", flush=True)
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
-    results.update({"command": "python " + " ".join(sys.argv), "ope_overrides": json.loads(args.ope_overrides),
+    results.update({"command": command_line(), "ope_overrides": json.loads(args.ope_overrides),
                     "preset": args.preset, "config": config, "dataset": recipe.dataset, "seed": args.seed,
-                    "machine": platform.platform(), "torch": torch.__version__})
+                    "machine": platform.platform(), "torch": torch.__version__,  # kept: older files have them
+                    "machine_info": machine(), "versions": versions()})
     results.setdefault("arms", {})
     for arm in args.arms:
         t0 = time.time()
         res = run_arm(arm, ck, ds, eval_env, norm, args)
         res["seconds"] = time.time() - t0
         results["arms"][arm] = res
-        write_json(out_path, results)
+        write_result(out_path, results)
         print(f"arm {arm}: BC members {np.round(res['bc_members']['true_return'], 1)} "
               f"AM-Q {np.round(res['bc_members']['amq'], 1)} | iterates mean {res['iterate_return_mean']:.1f} "
               f"max {res['iterate_return_max']:.1f} above best BC {res['share_above_best_bc']:.0%} | "

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, machine, set_threads, versions, write_result
 
 from rlpt.agents.base import Agent, agent_class
 from rlpt.envs import make_env
@@ -40,7 +44,7 @@ def main() -> None:
     p.add_argument("--cache", default="runs/unio4_ablation_cache")
     p.add_argument("--results", default="benchmarks/results/unio4_ope_ablation.jsonl")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    set_threads(1)
     recipe = load_recipe(PRESET)
     ds = _load_dataset(recipe, Path("data"), quiet=True)
     refs = (float(ds.metadata["ref_min_score"]), float(ds.metadata["ref_max_score"]))
@@ -87,10 +91,10 @@ def main() -> None:
                                    for i in range(agent.config.ensemble_size)],
                    "selected": agent.selected, "spearman": round(spearman(h[:, 2], h[:, 4]), 3),
                    "best_true": round(norm(float(np.nanmax(h[:, 4]))), 1), "accepted": int(h[:, 3].sum()),
-                   "seconds": round(time.time() - t0)}
-            print(json.dumps(row), flush=True)
-            with open(args.results, "a") as f:
-                f.write(json.dumps(row) + "\n")
+                   "seconds": round(time.time() - t0), "command": command_line(), "machine": machine(),
+                   "versions": versions()}
+            print(json.dumps({k: v for k, v in row.items() if k not in ("machine", "versions")}), flush=True)
+            write_result(args.results, row, jsonl=True)
 
 
 if __name__ == "__main__":

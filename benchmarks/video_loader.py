@@ -19,8 +19,6 @@ Shared CPU: compare the ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,13 +26,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, loadavg, machine, set_threads, versions, write_result
+
+set_threads(1)
 
 from rlpt.data.video import GRAB_MAX_GAP, open_videos  # noqa: E402
 from rlpt.media import write_video  # noqa: E402
-from rlpt.utils import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,16 +156,11 @@ def main() -> None:
     print(f"\n{'gap':>4}{'grab ms':>9}{'seek ms':>9}   (256x256 mp4v; GRAB_MAX_GAP = {GRAB_MAX_GAP})")
     for g in gaps:
         print(f"{g['gap']:>4}{g['grab_ms']:>9.3f}{g['seek_ms']:>9.3f}")
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
     report = {
         "benchmark": "video_loader",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "loadavg_at_end": load},
-        "versions": {"python": platform.python_version(), "opencv": cv2.__version__, "numpy": np.__version__},
+        "command": command_line(Path(sys.executable).name),
+        "machine": machine(loadavg_at_end=loadavg()),
+        "versions": versions(opencv=cv2.__version__),
         "settings": {"clips": args.clips, "repeats": args.repeats, "seed": 0, "grab_max_gap": GRAB_MAX_GAP,
                      "opencv_threads": cv2.getNumThreads()},
         "notes": "Same clips (plan drawn once, checked equal) and identical output arrays (checked equal). "
@@ -180,8 +174,7 @@ def main() -> None:
         "cells": rows,
         "gap_costs": gaps,
     }
-    out = write_json(args.out, report)
-    print(f"\nwrote {out}")
+    print(f"\nwrote {write_result(args.out, report)}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,9 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import add_merge_arg, command_line, machine, part_summary, read_parts, set_threads, versions, write_result
+
 from rlpt.eval.plots import save_figure
 from rlpt.train import load_recipe, train
-from rlpt.utils import merge_nested, write_json
+from rlpt.utils import merge_nested
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GT = "{type: ground_truth}"
@@ -156,14 +158,13 @@ def plot(experiment: str, results: dict, path: Path) -> Path:
 
 def merge(args: argparse.Namespace) -> None:
     """Write the union of several results files (parallel processes, one per seed or condition) to --results."""
-    parts = [json.loads(Path(f).read_text()) for f in args.merge]
+    parts = read_parts(args.merge, agree=("benchmark",))
     results = merge_nested([part["results"] for part in parts], depth=2)
-    report = {"benchmark": f"vlm_rewards_{args.experiment}", "command": " ".join(["python", *sys.argv]),
-              "parts": [{"file": f, "command": part["command"], "machine": part["machine"]}
-                        for f, part in zip(args.merge, parts, strict=True)],
+    report = {"benchmark": f"vlm_rewards_{args.experiment}", "command": command_line(),
+              "parts": part_summary(args.merge, parts),
               "versions": parts[0]["versions"], "results": results, "summary": summarize(args.experiment, results)}
     out = Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json")
-    write_json(out, report)
+    write_result(out, report)
     plot(args.experiment, results, out.with_suffix(".png"))
     print(json.dumps(report["summary"], indent=2))
 
@@ -177,19 +178,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_vlm_rewards")
     p.add_argument("--results", help="results JSON (default benchmarks/results/vlm_rewards_<experiment>.json)")
-    p.add_argument("--merge", nargs="+", metavar="JSON",
-                   help="merge results files of parallel runs (e.g. one per seed) into --results and exit")
+    add_merge_arg(p, into="--results")  # parts of parallel runs, e.g. one per seed
     args = p.parse_args()
     if args.merge:
         merge(args)
         return
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     path = Path(args.results or RESULTS / f"vlm_rewards_{args.experiment}.json")
     previous = json.loads(path.read_text()) if path.exists() else {}
     results: dict = previous.get("results", {})
-    report = {"benchmark": f"vlm_rewards_{args.experiment}", "command": " ".join(["python", *sys.argv]),
-              "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
-              "versions": {"torch": torch.__version__}, "args": vars(args)}
+    report = {"benchmark": f"vlm_rewards_{args.experiment}", "command": command_line(),
+              "machine": machine(cpus=torch.get_num_threads()), "versions": versions(), "args": vars(args)}
     conditions = args.conditions or list(CONDITIONS[args.experiment])
     for seed in args.seeds:
         cell = results.setdefault(str(seed), {})
@@ -217,10 +216,10 @@ def main() -> None:
             print(json.dumps({k: v for k, v in cell[cond].items() if k != "curve"}), flush=True)
             report["results"] = results
             report["summary"] = summarize(args.experiment, results)
-            write_json(path, report)
+            write_result(path, report)
     report["results"] = results
     report["summary"] = summarize(args.experiment, results)
-    write_json(path, report)
+    write_result(path, report)
     if results:
         plot(args.experiment, results, path.with_suffix(".png"))
     print(json.dumps(report["summary"], indent=2))

@@ -44,13 +44,14 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import platform
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
+from harness import command_line, machine, read_parts, set_threads, versions, write_result
 
 T0 = time.monotonic()  # --deadline-seconds counts from here, before the heavy imports
 
@@ -63,7 +64,7 @@ from rlpt.agents.calql import CalQLConfig  # noqa: E402
 from rlpt.envs import make_env  # noqa: E402
 from rlpt.eval import evaluate  # noqa: E402
 from rlpt.train import _load_dataset, load_recipe  # noqa: E402
-from rlpt.utils import merge_nested, resolve_device, write_json  # noqa: E402
+from rlpt.utils import merge_nested, resolve_device  # noqa: E402
 
 RECIPE = "agents/vptr/tabletop-push.yaml"
 ARMS = ("icvf", "scratch", "recon")
@@ -309,7 +310,7 @@ def table(summary: dict) -> str:
 
 def merge(paths: list[str], out: Path) -> dict:
     """Join the result files of parallel processes (same settings required) into one report."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
+    parts = read_parts(paths)
     first = parts[0]
     for path, part in zip(paths[1:], parts[1:], strict=True):
         differ = [k for k in SAME_SETTINGS if part.get(k) != first.get(k)]
@@ -324,7 +325,7 @@ def merge(paths: list[str], out: Path) -> dict:
         raise SystemExit(f"--merge: (arm, seed) {dupes} appear in more than one file; refusing to merge")
     seeds = sorted({s for part in parts for s in part["seeds"]})
     arms = [a for a in ARMS if any(a in part["arms"] for part in parts)]
-    report = {**first, "command": " ".join(["python", *sys.argv]), "seeds": seeds, "arms": arms,
+    report = {**first, "command": command_line(), "seeds": seeds, "arms": arms,
               "parts": [{"path": str(p), "command": part["command"], "seeds": part["seeds"], "arms": part["arms"],
                          "finished": part.get("finished", True), "wall_seconds": part.get("wall_seconds"),
                          "machine": part["machine"], **({"error": part["error"]} if "error" in part else {})}
@@ -336,7 +337,7 @@ def merge(paths: list[str], out: Path) -> dict:
               "finished": all(part.get("finished", True) for part in parts)}
     report.pop("error", None)
     report["summary"] = summarize(report["runs"])
-    write_json(out, report)
+    write_result(out, report)
     return report
 
 
@@ -435,7 +436,7 @@ def main() -> None:
         p.error("--deadline-seconds needs --eval-every N (the offline and online phases stop at evaluations)")
     if not (0.0 <= args.pretrain_share <= 1.0 and 0.0 <= args.online_share < 1.0):
         p.error("--pretrain-share must be in [0, 1] and --online-share in [0, 1)")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     recipe = load_recipe(RECIPE)
     if args.quick:
         args.seeds = args.seeds if "--seeds" in sys.argv else [0]
@@ -454,12 +455,10 @@ def main() -> None:
     from rlpt.envs.rendering import setup_offscreen_rendering
 
     report: dict = {
-        "benchmark": "vptr", "command": " ".join(["python", *sys.argv]), "quick": args.quick, "finished": False,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": args.device,
-                    "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "gl_backend": setup_offscreen_rendering()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "benchmark": "vptr", "command": command_line(), "quick": args.quick, "finished": False,
+        "machine": machine(args.device, cuda_device=torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                           else None, gl_backend=setup_offscreen_rendering()),
+        "versions": versions(),
         "recipe": RECIPE, "agent_config": recipe.config, "env": recipe.env, "env_options": recipe.env_options,
         "dataset": {"name": recipe.dataset, "path": str(data_path), "made_here": not data_path.exists()},
         "videos": args.videos, "seeds": args.seeds, "arms": args.arms, "freeze_encoder": args.freeze,
@@ -476,7 +475,7 @@ def main() -> None:
     def save() -> None:
         report["summary"] = summarize(report["runs"])
         report["wall_seconds"] = round(clock.elapsed(), 1)
-        write_json(out_path, report)  # partial results survive an interrupted run
+        write_result(out_path, report)  # partial results survive an interrupted run
 
     save()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # a timeout's TERM: save, then exit

@@ -1,0 +1,96 @@
+"""benchmarks/harness.py (shared by the benchmark scripts) and agent_speed's matmul FLOP counting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import harness  # noqa: E402
+
+
+def test_result_path_bare_name_goes_to_results_and_paths_stay(tmp_path):
+    assert harness.result_path("x") == harness.RESULTS_DIR / "x.json"
+    assert harness.result_path(tmp_path / "y.json") == tmp_path / "y.json"
+    assert harness.result_path("sub/z") == Path("sub/z")
+
+
+def test_write_result_is_atomic_and_round_trips(tmp_path):
+    out = tmp_path / "deep" / "r.json"
+    report = {"benchmark": "t", "rows": [{"a": 1.5}], "path": Path("p")}
+    assert harness.write_result(out, report) == out
+    assert json.loads(out.read_text()) == {"benchmark": "t", "rows": [{"a": 1.5}], "path": "p"}
+    harness.write_result(out, {"benchmark": "t2"})  # replaces, leaves no temp file behind
+    assert json.loads(out.read_text()) == {"benchmark": "t2"}
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]
+
+
+def test_write_result_jsonl_appends_lines(tmp_path):
+    out = tmp_path / "r.jsonl"
+    harness.write_result(out, {"i": 0}, jsonl=True)
+    harness.write_result(out, {"i": 1}, jsonl=True)
+    assert [json.loads(line)["i"] for line in out.read_text().splitlines()] == [0, 1]
+
+
+def test_read_parts_checks_agreement_and_names_file_and_key(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"benchmark": "x", "settings": {"n": 1}, "command": "c1"}))
+    b.write_text(json.dumps({"benchmark": "x", "settings": {"n": 2}, "command": "c2"}))
+    parts = harness.read_parts([a, b], agree=("benchmark",))
+    assert [p["command"] for p in parts] == ["c1", "c2"]
+    assert harness.part_summary([a, b], parts, keys=("command",)) == [{"file": str(a), "command": "c1"},
+                                                                       {"file": str(b), "command": "c2"}]
+    with pytest.raises(ValueError, match=r"b\.json key 'settings': expected \{'n': 1\}.*given \{'n': 2\}"):
+        harness.read_parts([a, b], agree=("settings",))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read .*bad.json"):
+        harness.read_parts([a, tmp_path / "bad.json"])
+    with pytest.raises(ValueError, match="at least one"):
+        harness.read_parts([])
+
+
+def test_machine_and_versions_blocks():
+    m = harness.machine(extra_key=3, cpu_count=-1)  # a script's own keys are added and win
+    assert m["extra_key"] == 3 and m["cpu_count"] == -1
+    assert isinstance(m["cpu_model"], str) and m["cpu_model"]
+    assert m["torch_threads"] == torch.get_num_threads()
+    v = harness.versions(tool="1.0")
+    assert v["torch"] == torch.__version__ and v["tool"] == "1.0"
+    assert v["git_commit"] is None or len(v["git_commit"]) == 40
+    assert harness.command_line("py").startswith("py ")
+
+
+def test_set_threads():
+    before = torch.get_num_threads()
+    try:
+        assert harness.set_threads(1) == 1
+        with pytest.raises(ValueError, match="threads"):
+            harness.set_threads(0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_matmul_recorder_counts_forward_and_backward_flops():
+    agent_speed = pytest.importorskip("agent_speed")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(5, 4)  # no grad: the first layer's input gradient is never computed
+    rec = agent_speed.MatmulRecorder()
+    with rec:
+        net(x).sum().backward()
+    flops = sum(call[3] for call in rec.calls)
+    # layer 1: forward + weight grad, 2 * 5*4*8 each; layer 2: forward, weight grad and input grad, 2 * 5*8*2 each
+    assert flops == 2 * (2 * 5 * 4 * 8) + 3 * (2 * 5 * 8 * 2)
+    assert len(rec.calls) == 5
+    batched = agent_speed.BatchedMLP(3, 4, 2, (8,))
+    rec = agent_speed.MatmulRecorder()
+    with rec:
+        batched(x).sum().backward()
+    assert sum(call[3] for call in rec.calls) == 3 * flops  # three members, one bmm per layer and pass
