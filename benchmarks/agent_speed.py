@@ -13,7 +13,8 @@ terminal or timeout, next_observations stored, so nothing needs generated data):
 - Uni-O4 critics / dynamics / BC ensemble / policy improvement: `UniO4.fit(dataset, k)` with a schedule in which
   only that phase is non-zero (so the measured cost includes the phase loop, data sampling and metrics); OPE is
   pushed out of the timed region (`ope_interval` beyond the run), the dynamics holdout check runs in both loops;
-- Uni-O4 online PPO: `PPOLearner.update` (Uni-O4's online phase) on one collected 2048-step Hopper rollout (GAE + epochs x minibatches),
+- Uni-O4 online PPO: `PPOLearner.update` (Uni-O4's online phase)
+  on one collected 2048-step Hopper rollout (GAE + epochs x minibatches),
   against a bare PPO update of the same rollout; rates are minibatch gradient updates/s;
 - IQL, Cal-QL, BC: `agent.fit(dataset, k)` with their configs;
 - online env steps/s: `PPOLearner.collect` (the collection half of `learn`: actor sampling, env stepping, rollout
