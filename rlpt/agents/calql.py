@@ -45,7 +45,7 @@ from rlpt.errors import ConfigError, DatasetShapeError
 from rlpt.nets.critics import QEnsemble, cql_ood_values, soft_update
 from rlpt.nets.encoders import ImageFeatures, build_image_encoder
 from rlpt.nets.optim import adam
-from rlpt.nets.policies import TanhGaussianActor
+from rlpt.nets.policies import TanhGaussianActor, gaussian_sample
 
 
 @dataclasses.dataclass
@@ -170,12 +170,15 @@ class CalQL(OfflineAgent):
         alpha = self.log_temps["log_alpha"].exp().detach()
         actor_loss = (alpha * log_pi - self.qf(obs_pi, new_actions).min(0).values).mean()
 
-        # every sampled action in one actor pass: N at s' for the backup (max-target), N at s and N at s' for CQL
+        # every sampled action from one actor pass over the 2B distinct states: n_next at s' for the backup
+        # (max-target), N at s and N at s' for CQL; the Gaussian of each state is repeated, not recomputed
         n_next = N if cfg.max_target_backup else 1
         with torch.no_grad():
-            obs_rep, next_rep = obs_pi.repeat_interleave(N, 0), next_obs.repeat_interleave(N, 0)  # (B*N, F)
-            sampled, logp = self.actor.sample(torch.cat([next_obs.repeat_interleave(n_next, 0), obs_rep, next_rep]),
-                                              generator=self.gen)
+            mean, log_std = self.actor(torch.cat([obs_pi, next_obs]))  # (2B, A) each
+            pick = torch.cat([torch.arange(B, 2 * B, device=self.device).repeat_interleave(n_next),
+                              torch.arange(B, device=self.device).repeat_interleave(N),
+                              torch.arange(B, 2 * B, device=self.device).repeat_interleave(N)])
+            sampled, logp = gaussian_sample(mean[pick], log_std[pick], generator=self.gen, squash=True)
             next_a, pi_a, next_pi_a = sampled.split([B * n_next, B * N, B * N])
             next_logp, pi_logp, next_pi_logp = logp.split([B * n_next, B * N, B * N])
             # TD target: max over the sampled next actions of the min target Q
