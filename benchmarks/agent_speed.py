@@ -70,8 +70,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from rlpt.agents.bc import BCConfig
 from rlpt.agents.calql import CalQLConfig
 from rlpt.agents.iql import IQLConfig
-from rlpt.agents.rollout import BatchedEnv, RolloutBuffer
+from rlpt.agents.rollout import BatchedEnv
 from rlpt.agents.unio4 import UniO4Config
+from rlpt.data.buffers import RolloutBuffer
 from rlpt.data.dataset import Dataset
 from rlpt.utils import resolve_device
 

@@ -10,7 +10,8 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from test_unio4 import GoalEnv, make_dataset, tiny_agent
 
-from rlpt.agents.rollout import BatchedEnv, RolloutBuffer, gae
+from rlpt.agents.rollout import BatchedEnv, gae
+from rlpt.data.buffers import RolloutBuffer
 from rlpt.errors import ConfigError
 
 

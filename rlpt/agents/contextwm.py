@@ -60,6 +60,7 @@ from torch import nn
 from rlpt.agents.base import Agent, AgentConfig, Callback, register_agent, tensor_to_numpy_tree
 from rlpt.agents.core import action_bounds, from_unit, to_unit
 from rlpt.callbacks import run_callbacks
+from rlpt.data.buffers import SequenceReplay
 from rlpt.errors import CheckpointError, ConfigError, DatasetShapeError
 from rlpt.nets.conv import image_log_likelihood, preprocess
 from rlpt.nets.mlp import MLP
@@ -170,81 +171,6 @@ class ContextWMConfig(AgentConfig):
 
 
 
-# ====================================================================== sequence replay
-class SequenceReplay:
-    """Fixed-capacity ring buffer of env steps in Dreamer's layout, sampled as sequences `(B, L, ...)`.
-
-    Row t holds the observation o_t, the action a_{t-1} that led to it, the reward r_t received on arriving
-    there, `is_first` (o_t starts an episode; its action and reward are zeros) and `is_terminal` (o_t ends the
-    episode for real, not by a time limit). Sampled sequences may cross episode boundaries; the world model resets
-    its state wherever `is_first` is set, and the first step of every sampled sequence is flagged `is_first`.
-    """
-
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], act_dim: int):
-        if capacity <= 0:
-            raise ConfigError(f"SequenceReplay: capacity must be positive, got {capacity}")
-        self.capacity, self.obs_shape, self.act_dim = int(capacity), tuple(obs_shape), int(act_dim)
-        self.obs = np.zeros((self.capacity, *self.obs_shape), np.uint8)  # untouched pages cost no memory
-        self.action = np.zeros((self.capacity, self.act_dim), np.float32)
-        self.reward = np.zeros(self.capacity, np.float32)
-        self.is_first = np.zeros(self.capacity, bool)
-        self.is_terminal = np.zeros(self.capacity, bool)
-        self.ptr = 0  # next row to write
-        self.size = 0  # rows filled
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, obs: np.ndarray, action: np.ndarray | None, reward: float, is_first: bool,
-            is_terminal: bool = False) -> None:
-        """Append one step (`action=None` at an episode start)."""
-        obs = np.asarray(obs)
-        if obs.shape != self.obs_shape or obs.dtype != np.uint8:
-            raise DatasetShapeError(f"SequenceReplay.add: observation must be uint8 {self.obs_shape}, got "
-                                    f"{obs.dtype} {obs.shape}")
-        i = self.ptr
-        self.obs[i] = obs
-        self.action[i] = 0.0 if action is None else np.asarray(action, np.float32).reshape(self.act_dim)
-        self.reward[i] = reward
-        self.is_first[i] = is_first
-        self.is_terminal[i] = is_terminal
-        self.ptr = (i + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def _ordered(self, logical: np.ndarray) -> np.ndarray:
-        """Physical rows of logical positions (0 = the oldest stored step)."""
-        oldest = self.ptr if self.size == self.capacity else 0
-        return (oldest + logical) % self.capacity
-
-    def sample(self, batch_size: int, length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """`batch_size` random contiguous sequences of `length` steps: obs `(B, L, H, W, 3)` uint8, action
-        `(B, L, A)`, reward `(B, L)`, is_first `(B, L)`, is_terminal `(B, L)`."""
-        if self.size < length:
-            raise ConfigError(f"SequenceReplay: {self.size} stored steps are fewer than the sequence length {length}")
-        starts = rng.integers(0, self.size - length + 1, size=batch_size)
-        rows = self._ordered(starts[:, None] + np.arange(length)[None])  # (B, L)
-        is_first = self.is_first[rows].copy()
-        is_first[:, 0] = True  # the model starts every sampled sequence from a fresh state
-        action = self.action[rows] * ~is_first[..., None]  # no action leads into a first step
-        return {"obs": self.obs[rows], "action": action, "reward": self.reward[rows], "is_first": is_first,
-                "is_terminal": self.is_terminal[rows]}
-
-    def state_dict(self) -> dict[str, Any]:
-        rows = self._ordered(np.arange(self.size))
-        return {"capacity": self.capacity, "obs": self.obs[rows], "action": self.action[rows],
-                "reward": self.reward[rows], "is_first": self.is_first[rows], "is_terminal": self.is_terminal[rows]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        n = len(state["obs"])
-        if n > self.capacity or tuple(state["obs"].shape[1:]) != self.obs_shape:
-            raise ConfigError(f"SequenceReplay: saved buffer of {n} x {tuple(state['obs'].shape[1:])} does not fit "
-                              f"capacity {self.capacity} x {self.obs_shape}")
-        for key in ("obs", "action", "reward", "is_first", "is_terminal"):
-            getattr(self, key)[:n] = state[key]
-        self.size, self.ptr = n, n % self.capacity
-
-
-# ====================================================================== intrinsic bonus
 class VideoIntrinsicBonus(nn.Module):
     """APV's video-based intrinsic bonus on action-free features.
 

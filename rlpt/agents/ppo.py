@@ -26,8 +26,9 @@ from torch import nn
 
 from rlpt.agents.base import Agent, AgentConfig, register_agent
 from rlpt.agents.core import action_bounds, from_unit, generator_for
-from rlpt.agents.rollout import BatchedEnv, RolloutBuffer, gae
+from rlpt.agents.rollout import BatchedEnv, gae
 from rlpt.callbacks import Callback, run_callbacks
+from rlpt.data.buffers import RolloutBuffer
 from rlpt.errors import ConfigError
 from rlpt.nets.critics import ValueNet
 from rlpt.nets.normalizer import ObsNormalizer

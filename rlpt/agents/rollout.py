@@ -1,5 +1,5 @@
 """Env stepping for the agents' online loops: one Gymnasium env or a vector env (N worlds, CPU or MJX on a GPU)
-behind one batched interface, and the on-policy rollout storage PPO needs.
+behind one batched interface, and GAE over the on-policy rollouts PPO stores (`rlpt.data.buffers.RolloutBuffer`).
 
 `BatchedEnv(env, device)` makes both look like N worlds whose observations, rewards and flags are torch tensors
 on the agent's device: a single env is N=1 and is reset here when its episode ends; a vector env must reset its
@@ -112,29 +112,6 @@ class BatchedEnv:
     def _takes_tensors(self) -> bool:
         """Vector envs that run on the device (MJX) take torch actions; Gymnasium's CPU ones take numpy."""
         return bool(getattr(self.env, "torch_actions", False))
-
-
-class RolloutBuffer:
-    """T steps of N worlds for on-policy updates, preallocated on the device: obs/next_obs (T, N, *obs_shape),
-    actions (T, N, A), logp/rewards/terminated/done (T, N)."""
-
-    def __init__(self, steps: int, num_envs: int, obs_shape: tuple[int, ...], act_dim: int,
-                 device: torch.device, obs_dtype: torch.dtype = torch.float32):
-        shape = (steps, num_envs)
-        self.obs = torch.zeros((*shape, *obs_shape), dtype=obs_dtype, device=device)
-        self.next_obs = torch.zeros_like(self.obs)
-        self.actions = torch.zeros((*shape, act_dim), device=device)
-        self.logp = torch.zeros(shape, device=device)
-        self.rewards = torch.zeros(shape, device=device)
-        self.terminated = torch.zeros(shape, device=device)
-        self.done = torch.zeros(shape, device=device)
-        self.steps, self.num_envs = steps, num_envs
-
-    def add(self, t: int, obs: torch.Tensor, action: torch.Tensor, logp: torch.Tensor,
-            step: dict[str, torch.Tensor]) -> None:
-        self.obs[t], self.actions[t], self.logp[t] = obs, action, logp
-        self.next_obs[t], self.rewards[t] = step["next_obs"], step["reward"]
-        self.terminated[t], self.done[t] = step["terminated"], step["done"].float()
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,

@@ -1,7 +1,10 @@
-"""Replay buffers for online training: a fixed-capacity ring buffer that knows its episodes, and a mixed
-buffer that draws part of every batch from an offline `Dataset`.
+"""Replay stores for online training, in one place:
+- `ReplayBuffer`: a fixed-capacity ring of single transitions that knows its episodes (Monte-Carlo returns);
+- `MixedBuffer`: batches drawn partly from a `ReplayBuffer`, partly from an offline `Dataset`;
+- `SequenceReplay`: steps in Dreamer's layout (each observation stored once), sampled as sequences (ContextWM).
+- `RolloutBuffer`: T steps of N worlds for on-policy updates, preallocated as tensors on the device.
 
-Both `sample` like `Dataset.sample`: a dict of float tensors `observations, actions, rewards,
+The first two `sample` like `Dataset.sample`: a dict of float tensors `observations, actions, rewards,
 next_observations, terminals` (plus `mc_returns` when `gamma` is given) on the requested device.
 """
 
@@ -181,3 +184,102 @@ class MixedBuffer:
         if len(parts) == 1:
             return parts[0]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+class SequenceReplay:
+    """Fixed-capacity ring buffer of env steps in Dreamer's layout, sampled as sequences `(B, L, ...)`.
+
+    Row t holds the observation o_t, the action a_{t-1} that led to it, the reward r_t received on arriving
+    there, `is_first` (o_t starts an episode; its action and reward are zeros) and `is_terminal` (o_t ends the
+    episode for real, not by a time limit). Sampled sequences may cross episode boundaries; the world model resets
+    its state wherever `is_first` is set, and the first step of every sampled sequence is flagged `is_first`.
+    """
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], act_dim: int):
+        if capacity <= 0:
+            raise ConfigError(f"SequenceReplay: capacity must be positive, got {capacity}")
+        self.capacity, self.obs_shape, self.act_dim = int(capacity), tuple(obs_shape), int(act_dim)
+        self.obs = np.zeros((self.capacity, *self.obs_shape), np.uint8)  # untouched pages cost no memory
+        self.action = np.zeros((self.capacity, self.act_dim), np.float32)
+        self.reward = np.zeros(self.capacity, np.float32)
+        self.is_first = np.zeros(self.capacity, bool)
+        self.is_terminal = np.zeros(self.capacity, bool)
+        self.ptr = 0  # next row to write
+        self.size = 0  # rows filled
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: np.ndarray, action: np.ndarray | None, reward: float, is_first: bool,
+            is_terminal: bool = False) -> None:
+        """Append one step (`action=None` at an episode start)."""
+        obs = np.asarray(obs)
+        if obs.shape != self.obs_shape or obs.dtype != np.uint8:
+            raise DatasetShapeError(f"SequenceReplay.add: observation must be uint8 {self.obs_shape}, got "
+                                    f"{obs.dtype} {obs.shape}")
+        i = self.ptr
+        self.obs[i] = obs
+        self.action[i] = 0.0 if action is None else np.asarray(action, np.float32).reshape(self.act_dim)
+        self.reward[i] = reward
+        self.is_first[i] = is_first
+        self.is_terminal[i] = is_terminal
+        self.ptr = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def _ordered(self, logical: np.ndarray) -> np.ndarray:
+        """Physical rows of logical positions (0 = the oldest stored step)."""
+        oldest = self.ptr if self.size == self.capacity else 0
+        return (oldest + logical) % self.capacity
+
+    def sample(self, batch_size: int, length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """`batch_size` random contiguous sequences of `length` steps: obs `(B, L, H, W, 3)` uint8, action
+        `(B, L, A)`, reward `(B, L)`, is_first `(B, L)`, is_terminal `(B, L)`."""
+        if self.size < length:
+            raise ConfigError(f"SequenceReplay: {self.size} stored steps are fewer than the sequence length {length}")
+        starts = rng.integers(0, self.size - length + 1, size=batch_size)
+        rows = self._ordered(starts[:, None] + np.arange(length)[None])  # (B, L)
+        is_first = self.is_first[rows].copy()
+        is_first[:, 0] = True  # the model starts every sampled sequence from a fresh state
+        action = self.action[rows] * ~is_first[..., None]  # no action leads into a first step
+        return {"obs": self.obs[rows], "action": action, "reward": self.reward[rows], "is_first": is_first,
+                "is_terminal": self.is_terminal[rows]}
+
+    def state_dict(self) -> dict[str, Any]:
+        rows = self._ordered(np.arange(self.size))
+        return {"capacity": self.capacity, "obs": self.obs[rows], "action": self.action[rows],
+                "reward": self.reward[rows], "is_first": self.is_first[rows], "is_terminal": self.is_terminal[rows]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        n = len(state["obs"])
+        if n > self.capacity or tuple(state["obs"].shape[1:]) != self.obs_shape:
+            raise ConfigError(f"SequenceReplay: saved buffer of {n} x {tuple(state['obs'].shape[1:])} does not fit "
+                              f"capacity {self.capacity} x {self.obs_shape}")
+        for key in ("obs", "action", "reward", "is_first", "is_terminal"):
+            getattr(self, key)[:n] = state[key]
+        self.size, self.ptr = n, n % self.capacity
+
+
+# ====================================================================== intrinsic bonus
+
+
+class RolloutBuffer:
+    """T steps of N worlds for on-policy updates, preallocated on the device: obs/next_obs (T, N, *obs_shape),
+    actions (T, N, A), logp/rewards/terminated/done (T, N)."""
+
+    def __init__(self, steps: int, num_envs: int, obs_shape: tuple[int, ...], act_dim: int,
+                 device: torch.device, obs_dtype: torch.dtype = torch.float32):
+        shape = (steps, num_envs)
+        self.obs = torch.zeros((*shape, *obs_shape), dtype=obs_dtype, device=device)
+        self.next_obs = torch.zeros_like(self.obs)
+        self.actions = torch.zeros((*shape, act_dim), device=device)
+        self.logp = torch.zeros(shape, device=device)
+        self.rewards = torch.zeros(shape, device=device)
+        self.terminated = torch.zeros(shape, device=device)
+        self.done = torch.zeros(shape, device=device)
+        self.steps, self.num_envs = steps, num_envs
+
+    def add(self, t: int, obs: torch.Tensor, action: torch.Tensor, logp: torch.Tensor,
+            step: dict[str, torch.Tensor]) -> None:
+        self.obs[t], self.actions[t], self.logp[t] = obs, action, logp
+        self.next_obs[t], self.rewards[t] = step["next_obs"], step["reward"]
+        self.terminated[t], self.done[t] = step["terminated"], step["done"].float()
