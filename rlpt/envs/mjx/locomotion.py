@@ -108,7 +108,11 @@ class LocomotionTask:
         """
         return {"data": self._data0.replace(qpos=qpos, qvel=qvel)}
 
-    def reset(self, key) -> dict[str, Any]:
+    def params(self) -> dict[str, Any]:
+        """Runtime parameters handed to reset/step (none: every setting is Gymnasium's default)."""
+        return {}
+
+    def reset(self, key, params=None) -> dict[str, Any]:
         """A fresh episode's world drawn with the JAX PRNG `key` (Gymnasium v5's reset noise)."""
         jax, _ = import_mjx()
         jnp = jax.numpy
@@ -147,7 +151,7 @@ class LocomotionTask:
             ok &= jnp.all((p.healthy_state_range[0] < sv) & (sv < p.healthy_state_range[1]))
         return ok
 
-    def step(self, state: dict[str, Any], action):
+    def step(self, state: dict[str, Any], action, params=None):
         """Apply `action` for frame_skip physics steps: (state, reward, terminated, info)."""
         jax, mjx = import_mjx()
         jnp = jax.numpy

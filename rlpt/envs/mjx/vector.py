@@ -72,6 +72,9 @@ class MjxVectorEnv(gym.vector.VectorEnv):
         self.max_episode_steps = int(limit)
         self.device = resolve_mjx_device(device)
         self._default_seed = 0 if seed is None else int(seed)
+        # Runtime parameters are inputs of the compiled programs, not constants: changing the time
+        # limit, the tabletop task or its reward type reuses the same compiled step.
+        self._params = {"max_episode_steps": np.int32(self.max_episode_steps), **task.params()}
         self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (task.obs_dim,), np.float32)
         self.single_action_space = gym.spaces.Box(task.action_low, task.action_high, dtype=np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -86,35 +89,35 @@ class MjxVectorEnv(gym.vector.VectorEnv):
     def _build(self) -> None:
         jax, _ = import_mjx()
         jnp = jax.numpy
-        task, limit = self.task, self.max_episode_steps
+        task = self.task
 
-        def reset_all(keys):  # keys (N, 2) -> states, next keys, obs (N, obs_dim)
+        def reset_all(keys, params):  # keys (N, 2) -> states, next keys, obs (N, obs_dim)
             pairs = jax.vmap(jax.random.split)(keys)  # (N, 2, 2)
-            states = jax.vmap(task.reset)(pairs[:, 1])
+            states = jax.vmap(task.reset, in_axes=(0, None))(pairs[:, 1], params)
             return states, pairs[:, 0], jax.vmap(task.observe)(states)
 
         def select(mask, new, old):
             return jax.tree_util.tree_map(
                 lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
-        def step(states, elapsed, keys, actions):
-            states, reward, terminated, info = jax.vmap(task.step)(states, actions)
+        def step(states, elapsed, keys, actions, params):
+            states, reward, terminated, info = jax.vmap(task.step, in_axes=(0, 0, None))(states, actions, params)
             obs = jax.vmap(task.observe)(states)
             elapsed = elapsed + 1
-            truncated = elapsed >= limit
+            truncated = elapsed >= params["max_episode_steps"]
             done = terminated | truncated
 
             def with_resets(args):
                 states, keys, obs = args
-                new_states, new_keys, new_obs = reset_all(keys)
+                new_states, new_keys, new_obs = reset_all(keys, params)
                 return select(done, new_states, states), select(done, new_keys, keys), select(done, new_obs, obs)
 
             states, keys, next_obs = jax.lax.cond(jnp.any(done), with_resets, lambda args: args, (states, keys, obs))
             elapsed = jnp.where(done, 0, elapsed)
             return states, elapsed, keys, next_obs, reward, terminated, truncated, obs, done, info
 
-        def set_state(qpos, qvel):
-            states = jax.vmap(task.state_from)(qpos, qvel)
+        def set_state(arrays):
+            states = jax.vmap(task.state_from)(**arrays)
             return states, jax.vmap(task.observe)(states)
 
         backend_gpu = jax_platform() == "gpu"
@@ -167,7 +170,7 @@ class MjxVectorEnv(gym.vector.VectorEnv):
         if seed is None and self._keys is None:
             seed = self._default_seed
         keys = self._keys if seed is None else self._keys_for(seed)
-        self._states, self._keys, obs = self._reset_fn(keys)
+        self._states, self._keys, obs = self._reset_fn(keys, self._params)
         self._elapsed = self._put(np.zeros(self.num_envs, np.int32))
         return self._to_torch(obs), {}
 
@@ -177,25 +180,30 @@ class MjxVectorEnv(gym.vector.VectorEnv):
             raise EnvSpecError("MjxVectorEnv.step called before reset()")
         a = self._to_jax(actions, "actions", (self.num_envs, self.task.act_dim))
         (self._states, self._elapsed, self._keys, obs, reward, terminated, truncated, final_obs, done,
-         info) = self._step_fn(self._states, self._elapsed, self._keys, a)
+         info) = self._step_fn(self._states, self._elapsed, self._keys, a, self._params)
         infos = {k: self._to_torch(v) for k, v in info.items()}
         infos["final_obs"] = self._to_torch(final_obs)
         infos["_final_obs"] = self._to_torch(done)
         return (self._to_torch(obs), self._to_torch(reward), self._to_torch(terminated),
                 self._to_torch(truncated), infos)
 
-    def set_state(self, qpos, qvel, elapsed=None) -> torch.Tensor:
+    def set_state(self, qpos, qvel, elapsed=None, **extra) -> torch.Tensor:
         """Put world i at (qpos[i], qvel[i]) (arrays (N, nq), (N, nv)) with `elapsed[i]` steps done (default 0).
 
         For parity checks and for starting batches from recorded states; returns the observations.
+        `extra` holds the task's other state arrays (the tabletop's controller targets, see
+        `TabletopTask.state_from`), each with a leading N axis.
         """
         m = self.task.mj_model
         dtype = np.dtype(self.task.model.opt.timestep.dtype)
-        qp = self._to_jax(qpos, "qpos", (self.num_envs, m.nq), dtype)
-        qv = self._to_jax(qvel, "qvel", (self.num_envs, m.nv), dtype)
+        arrays = {"qpos": self._to_jax(qpos, "qpos", (self.num_envs, m.nq), dtype),
+                  "qvel": self._to_jax(qvel, "qvel", (self.num_envs, m.nv), dtype)}
+        for key, value in extra.items():
+            shape = (self.num_envs, *np.shape(value)[1:])
+            arrays[key] = self._to_jax(value, key, shape, dtype)
         if self._keys is None:
             self._keys = self._keys_for(self._default_seed)
-        self._states, obs = self._set_fn(qp, qv)
+        self._states, obs = self._set_fn(arrays)
         steps = np.zeros(self.num_envs, np.int32) if elapsed is None else elapsed
         self._elapsed = self._put(np.broadcast_to(np.asarray(steps, np.int32), (self.num_envs,)).copy())
         return self._to_torch(obs)
