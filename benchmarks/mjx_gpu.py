@@ -1,7 +1,8 @@
 """MJX on one GPU: env steps/s against C MuJoCo on the same machine, and PPO on MJX Hopper to a return.
 
 Usage: python benchmarks/mjx_gpu.py [--budget 540] [--worlds 1024 4096 16384] [--seconds 10]
-       [--sections cpu,hopper,tabletop,ppo] [--ppo-seconds 180] [--out benchmarks/results/mjx_gpu.json]
+       [--sections cpu,hopper,tabletop,ppo] [--ppo-seconds 180] [--ppo-envs 2048]
+       [--out benchmarks/results/mjx_gpu.json]
 On the GPU machines: bash benchmarks/device/mjx_gpu.sh (installs the carried wheels first).
 
 Sections (each result is written to the JSON as soon as it is measured, so a run cut short keeps
@@ -272,21 +273,13 @@ def main() -> None:
     p.add_argument("--tabletop-worlds", type=int, nargs="+", default=[4096, 1024])
     p.add_argument("--seconds", type=float, default=10.0, help="measuring time per rate")
     p.add_argument("--ppo-seconds", type=float, default=180.0)
+    p.add_argument("--ppo-envs", type=int, default=2048, help="worlds PPO collects from")
     p.add_argument("--sections", default="cpu,hopper,tabletop,ppo")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mjx_gpu.json"))
     args = p.parse_args()
     sections = set(args.sections.split(","))
     res = Results(Path(args.out), args)
-
-    from rlpt.envs.mjx import enable_compilation_cache
-    from rlpt.envs.mjx.vector import jax_platform, resolve_mjx_device
-
-    enable_compilation_cache()
-    device = resolve_mjx_device(args.device)
-    res.data["jax_platform"] = jax_platform()
-    res.data["torch_device"] = str(device)
-    res.write()
 
     def fits(what: str, need: float) -> bool:
         left = args.budget - elapsed()
@@ -303,6 +296,16 @@ def main() -> None:
         res.put("cpu/hopper/async16", cpu["hopper_async16"])
         cpu["push_1core"] = cpu_single("tabletop/push", args.seconds)
         res.put("cpu/push/1core", cpu["push_1core"])
+
+    # JAX starts only now: the 16-process CPU baseline forks, and forking a process that runs JAX can deadlock.
+    from rlpt.envs.mjx import enable_compilation_cache
+    from rlpt.envs.mjx.vector import jax_platform, resolve_mjx_device
+
+    enable_compilation_cache()
+    device = resolve_mjx_device(args.device)
+    res.data["jax_platform"] = jax_platform()
+    res.data["torch_device"] = str(device)
+    res.write()
 
     def with_ratios(r: dict, one: str, many: str | None) -> dict:
         if one in cpu:
@@ -324,7 +327,7 @@ def main() -> None:
     if "ppo" in sections:
         left = args.budget - elapsed() - 30
         if left >= 60:
-            res.put("ppo/hopper", ppo(min(args.ppo_seconds, left), device))
+            res.put("ppo/hopper", ppo(min(args.ppo_seconds, left), device, num_envs=args.ppo_envs))
         else:
             res.skip("ppo/hopper", f"{left:.0f} s of the budget left")
     res.data["finished"] = True

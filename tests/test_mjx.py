@@ -122,6 +122,23 @@ def test_mjx_action_shape_error(loco):
         envs.step(np.zeros((N_WORLDS + 1, envs.single_action_space.shape[0])))
 
 
+def test_data_make_mjx_backend(loco):
+    """`make_dataset(..., backend="mjx")` rolls the behaviour policy out in batched worlds into a valid dataset."""
+    gym_id, _ = loco
+    if gym_id != "Hopper-v5":
+        pytest.skip("one locomotion env is enough here")
+    from rlpt.data.generate import make_dataset
+
+    ds = make_dataset("hopper-medium-v5", size=300, seed=0, n_envs=N_WORLDS, backend="mjx", device="cpu", quiet=True)
+    assert len(ds) == 300 and ds.metadata["backend"] == "mjx" and ds.metadata["num_envs"] == N_WORLDS
+    ends = ds.terminals | ds.timeouts
+    assert ends[-1] and ends.sum() >= N_WORLDS  # 3 steps per world, each world's last row ends an episode
+    cont = ~ends[:-1]  # within an episode, a row's successor is the next row
+    np.testing.assert_array_equal(ds.next_observations[:-1][cont], ds.observations[1:][cont])
+    with pytest.raises(Exception, match="backend 'mjx'"):
+        make_dataset("tabletop-push-scripted", size=10, backend="mjx", quiet=True)
+
+
 def test_mjx_option_errors():
     _mjx()
     with pytest.raises(EnvSpecError, match="pixels"):
@@ -156,3 +173,84 @@ def test_gymnasium_backend_torch_api():
 def test_import_rlpt_does_not_import_jax():
     code = "import sys, rlpt, rlpt.envs, rlpt.agents, rlpt.data; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ------------------------------------------------------------------------------------------- tabletop
+TABLETOP = ("reach", "push", "pick-place", "drawer-open")
+TABLETOP_WORLDS = 100  # the longest scripted episode (pick-place) has 100 steps
+# Arm, target and drawer observations: float32 IK and physics vs float64, measured <= 1e-3 m.
+# The block's pose while it is pushed differs by up to ~8 mm and 0.06 (quaternion) per step (MJX's
+# box-box contacts and float32 solver), so it is not compared; the predicates and dense rewards are.
+ARM_OBS = slice(0, 4)  # ee position, gripper opening
+DENSE_ATOL = 0.05
+
+
+def _tabletop_episode(task: str, seed: int = 0):
+    """One scripted CPU episode: the full env state before each step, actions, successes, dense rewards."""
+    from rlpt.envs.tabletop import TabletopEnv, scripted_policy
+
+    env = TabletopEnv(task)
+    policy = scripted_policy(env, rng=np.random.default_rng(seed))
+    obs, _ = env.reset(seed=seed)
+    keys = ("qpos", "qvel", "target_pos", "cabinet_x", "q_target", "ee_target", "finger_target", "qacc_warmstart")
+    rec = {k: [] for k in (*keys, "action", "obs", "success", "dense")}
+    for _ in range(env.max_episode_steps):
+        for k, v in (("qpos", env.data.qpos), ("qvel", env.data.qvel), ("target_pos", env.target_pos),
+                     ("cabinet_x", env.model.body_pos[env._cabinet_bid, 0]), ("q_target", env._q_target),
+                     ("ee_target", env._ee_target), ("finger_target", env._finger_target),
+                     ("qacc_warmstart", env.data.qacc_warmstart)):
+            rec[k].append(np.array(v, copy=True))
+        action = policy(obs)
+        obs, _, _, _, info = env.step(action)
+        rec["action"].append(action)
+        rec["obs"].append(obs)
+        rec["success"].append(info["success"])
+        rec["dense"].append(info["reward_dense"])
+    env.close()
+    return {k: np.asarray(v) for k, v in rec.items()}, keys
+
+
+@pytest.fixture(scope="module")
+def tabletop():
+    _mjx()
+    envs = make_vec_env("tabletop/reach", TABLETOP_WORLDS, backend="mjx", device="cpu", seed=0)
+    yield envs
+    envs.close()
+
+
+@pytest.mark.slow
+def test_tabletop_success_parity_on_scripted_episodes(tabletop):
+    """Every step of a scripted episode per task, restarted from the CPU state in MJX: same success predicate."""
+    for task in TABLETOP:
+        rec, keys = _tabletop_episode(task)
+        n = len(rec["action"])
+        assert rec["success"].any() and not rec["success"].all(), f"{task}: the episode should succeed midway"
+        pad = np.r_[np.arange(n), np.full(TABLETOP_WORLDS - n, n - 1)]  # extra worlds repeat the last step
+        tabletop.set_task(task)
+        tabletop.set_state(**{k: rec[k][pad] for k in keys})
+        obs, reward, terminated, truncated, info = tabletop.step(torch.as_tensor(rec["action"][pad]))
+        success = info["success"][:n].numpy()
+        np.testing.assert_array_equal(success, rec["success"], err_msg=f"{task}: success predicate")
+        np.testing.assert_allclose(info["reward_dense"][:n].numpy(), rec["dense"], atol=DENSE_ATOL, err_msg=task)
+        torch.testing.assert_close(reward, info["reward_dense"])  # dense is the default reward
+        stepped = torch.where(info["_final_obs"][:, None], info["final_obs"], obs)[:n].numpy()
+        np.testing.assert_allclose(stepped[:, ARM_OBS], rec["obs"][:, ARM_OBS], atol=2e-3, err_msg=task)
+        np.testing.assert_allclose(stepped[:, 11:18], rec["obs"][:, 11:18], atol=2e-3, err_msg=task)  # target, drawer
+        assert not terminated.any()  # terminate_on_success is off by default
+
+
+@pytest.mark.slow
+def test_tabletop_reset_samples_the_cpu_regions(tabletop):
+    from rlpt.envs.tabletop import tasks as T
+
+    tabletop.set_task("push")
+    obs, _ = tabletop.reset(seed=1)
+    o = obs.numpy()
+    ee, block, target = o[:, 0:3], o[:, 4:7], o[:, 11:14]
+    assert np.all((block[:, :2] >= T.REGION_A[0] - 1e-6) & (block[:, :2] <= T.REGION_A[1] + 1e-6))
+    assert np.all((target[:, :2] >= T.REGION_B[0] - 1e-6) & (target[:, :2] <= T.REGION_B[1] + 1e-6))
+    assert np.abs(ee - T.HOME_EE).max() < 0.03  # home +- 2 cm jitter, reached by the JAX IK
+    assert np.unique(block[:, 0]).size == TABLETOP_WORLDS
+    assert tabletop.max_episode_steps == 80
+    again, _ = tabletop.reset(seed=1)
+    torch.testing.assert_close(obs, again, rtol=0, atol=0)

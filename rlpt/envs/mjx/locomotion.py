@@ -76,14 +76,14 @@ def gymnasium_asset(xml_file: str) -> Path:
 class LocomotionTask:
     """One Gymnasium v5 locomotion env as pure JAX functions of a single world (see the module doc).
 
-    Attributes: name, params, mj_model (C MuJoCo model), model (mjx.Model), obs_dim, act_dim,
+    Attributes: name, config (LocomotionParams), mj_model (C MuJoCo model), model (mjx.Model), obs_dim, act_dim,
     action_low / action_high (the actuator control ranges), max_episode_steps, dt, info_keys.
     """
 
     def __init__(self, name: str):
         jax, mjx = import_mjx()
         self.name = name
-        self.params = p = LOCOMOTION[name]
+        self.config = p = LOCOMOTION[name]
         self.mj_model = mujoco.MjModel.from_xml_path(str(gymnasium_asset(p.xml_file)))
         self.model = mjx.put_model(self.mj_model)
         self._data0 = mjx.make_data(self.model)
@@ -116,7 +116,7 @@ class LocomotionTask:
         """A fresh episode's world drawn with the JAX PRNG `key` (Gymnasium v5's reset noise)."""
         jax, _ = import_mjx()
         jnp = jax.numpy
-        p, m = self.params, self.mj_model
+        p, m = self.config, self.mj_model
         s = p.reset_noise_scale
         k_pos, k_vel = jax.random.split(key)
         qpos = jnp.asarray(m.qpos0) + jax.random.uniform(k_pos, (m.nq,), minval=-s, maxval=s)
@@ -132,14 +132,14 @@ class LocomotionTask:
         jax, _ = import_mjx()
         jnp = jax.numpy
         d = state["data"]
-        qvel = jnp.clip(d.qvel, -10.0, 10.0) if self.params.clip_velocity else d.qvel
+        qvel = jnp.clip(d.qvel, -10.0, 10.0) if self.config.clip_velocity else d.qvel
         return jnp.concatenate([d.qpos[1:], qvel]).astype(jnp.float32)
 
     def is_healthy(self, state: dict[str, Any]):
         """Gymnasium's ``is_healthy`` (always True for HalfCheetah)."""
         jax, _ = import_mjx()
         jnp = jax.numpy
-        p, d = self.params, state["data"]
+        p, d = self.config, state["data"]
         ok = jnp.asarray(True)
         if p.healthy_z_range is None:
             return ok
@@ -155,7 +155,7 @@ class LocomotionTask:
         """Apply `action` for frame_skip physics steps: (state, reward, terminated, info)."""
         jax, mjx = import_mjx()
         jnp = jax.numpy
-        p, d = self.params, state["data"]
+        p, d = self.config, state["data"]
         x_before = d.qpos[0]
         d = d.replace(ctrl=action.astype(d.ctrl.dtype))
         d = jax.lax.fori_loop(0, p.frame_skip, lambda _, dd: mjx.step(self.model, dd), d)

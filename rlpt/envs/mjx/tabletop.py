@@ -1,9 +1,10 @@
 """rlpt's tabletop tasks (reach, push, pick-place, drawer-open) as pure-JAX MJX worlds.
 
-The scene is ``rlpt/envs/assets/tabletop.xml`` with one change MJX needs: the drawer handle, a
+The scene is ``rlpt/envs/assets/tabletop.xml`` with the changes MJX needs: the drawer handle, a
 cylinder (MJX has no cylinder-box collision), becomes a capsule of the same radius and the same
-overall height (half-length 0.03 - 0.01). Everything else (solver, cone, timestep, 20 physics steps
-per env step) is the CPU scene's.
+overall height (half-length 0.03 - 0.01), and the Newton solver stops after 10 iterations (20
+line-search steps) instead of 100 (50) (see `mjx_scene`). Everything else (cone, impratio,
+timestep, 20 physics steps per env step) is the CPU scene's.
 
 Control, observations, success predicates and dense/sparse rewards follow
 `rlpt.envs.tabletop.TabletopEnv` and `rlpt.envs.tabletop.tasks` (constants imported from there):
@@ -45,9 +46,20 @@ SUBSTEPS = 20
 IK_DAMPING, IK_ROT_WEIGHT = 0.05, 0.3
 
 
-def mjx_scene() -> mujoco.MjModel:
-    """The tabletop MjModel with the drawer handle as a capsule (the only change MJX needs)."""
+SOLVER_ITERATIONS, LS_ITERATIONS = 10, 20
+
+
+def mjx_scene(iterations: int = SOLVER_ITERATIONS, ls_iterations: int = LS_ITERATIONS) -> mujoco.MjModel:
+    """The tabletop MjModel with the drawer handle as a capsule (MJX has no cylinder-box collision) and at most
+    `iterations` Newton iterations (`ls_iterations` line-search steps) per physics step.
+
+    The CPU scene keeps MuJoCo's defaults (100 and 50, tolerance 1e-8). Float32 MJX rarely meets that
+    tolerance, so it would run every iteration of every step; MJX's guide recommends few iterations.
+    The parity test holds the success predicates to the CPU scene's with these settings.
+    """
     spec = mujoco.MjSpec.from_file(str(ASSET_PATH))
+    spec.option.iterations = int(iterations)
+    spec.option.ls_iterations = int(ls_iterations)
     handle = spec.geom("handle")
     radius, half = float(handle.size[0]), float(handle.size[1])
     handle.type = mujoco.mjtGeom.mjGEOM_CAPSULE
@@ -99,6 +111,13 @@ class TabletopTask:
         self.action_high = np.ones(self.act_dim, np.float32)
         self.max_episode_steps = int(max_episode_steps or T.TASKS[task].max_episode_steps)
         self.info_keys = ("success", "reward_dense", "reward_sparse")
+
+    def set_task(self, name: str) -> None:
+        """Switch to another task (its default time limit included); the compiled programs stay valid."""
+        if name not in TASK_INDEX:
+            raise EnvSpecError(f"MJX tabletop: unknown task {name!r}; expected one of {sorted(TASK_INDEX)}")
+        self.name = name
+        self.max_episode_steps = int(T.TASKS[name].max_episode_steps)
 
     def _home_q(self) -> np.ndarray:
         """The CPU env's home joint configuration (200 IK iterations from its seed pose)."""

@@ -208,6 +208,22 @@ class MjxVectorEnv(gym.vector.VectorEnv):
         self._elapsed = self._put(np.broadcast_to(np.asarray(steps, np.int32), (self.num_envs,)).copy())
         return self._to_torch(obs)
 
+    def set_task(self, name: str, max_episode_steps: int | None = None) -> None:
+        """Switch every world to another task of the same family (tabletop: "reach", "push", ...) in place.
+
+        The physical state is kept; the new task's success predicate, reward and time limit (its
+        default unless given) apply from the next step, and its scenes are sampled at the next reset.
+        The compiled programs are reused (the task is a runtime input).
+        """
+        if not hasattr(self.task, "set_task"):
+            raise EnvSpecError(f"MjxVectorEnv.set_task: {type(self.task).__name__} has a single task")
+        self.task.set_task(name)
+        limit = self.task.max_episode_steps if max_episode_steps is None else int(max_episode_steps)
+        if limit < 1:
+            raise EnvSpecError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
+        self.max_episode_steps = limit
+        self._params = {"max_episode_steps": np.int32(limit), **self.task.params()}
+
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(qpos (N, nq), qvel (N, nv)) of every world, as numpy arrays."""
         if self._states is None:
