@@ -65,7 +65,8 @@ def cmd_data_make(args) -> int:
             return 0
         print(f"regenerating {out}: {why}")
     t0 = time.time()
-    ds = make_dataset(args.name, size=args.size, seed=args.seed, images=args.images, quiet=args.quiet or None)
+    ds = make_dataset(args.name, size=args.size, seed=args.seed, images=args.images, quiet=args.quiet or None,
+                      backend=args.backend, n_envs=args.num_envs, device=args.device)
     save_d4rl(ds, out)
     print(f"wrote {out}: {len(ds)} transitions, {ds.num_episodes} episodes in {time.time() - t0:.1f}s")
     return 0
@@ -525,6 +526,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, help="number of transitions (default: D4RL's size for the kind)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--images", action="store_true", help="tabletop: also store 64x64 camera frames")
+    d.add_argument("--backend", choices=("gymnasium", "mjx"), default="gymnasium",
+                   help="mjx: roll the locomotion behaviour policies out in N batched MJX worlds (GPU; needs "
+                        "pip install -e '.[mjx]'); the first step compiles (~30 s-3 min)")
+    d.add_argument("--num-envs", type=int, help="envs stepped together (default 8; mjx: 1024)")
+    d.add_argument("--device", default="auto", help="mjx: torch device of the results (auto: where JAX runs)")
     d.add_argument("--out", help="output .hdf5 path")
     d.add_argument("--force", action="store_true", help="regenerate even if the file exists")
     d.set_defaults(func=cmd_data_make)

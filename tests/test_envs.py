@@ -394,7 +394,7 @@ def test_bad_spec_files_raise(tmp_path):
 
 
 def test_vec_env_argument_errors():
-    with pytest.raises(EnvSpecError, match="n_envs"):
+    with pytest.raises(EnvSpecError, match="num_envs"):
         make_vec_env("Pendulum-v1", 0)
     with pytest.raises(EnvSpecError, match="vectorization"):
         make_vec_env("Pendulum-v1", 2, vectorization="threads")

@@ -69,6 +69,7 @@ class BatchedEnv:
         else:
             self.num_envs = 1
         obs, _ = env.reset(seed=seed)
+        self.torch_io = isinstance(obs, torch.Tensor)  # MJX and TorchVectorEnv speak torch: actions stay tensors
         self.obs = self._batch(obs)  # (N, *obs_shape): what the policy acts on next
         self.stats = EpisodeStats(torch.zeros(self.num_envs, device=device),
                                   torch.zeros(self.num_envs, dtype=torch.long, device=device))
@@ -82,7 +83,7 @@ class BatchedEnv:
         `reward`, `terminated`, `done` (terminated or truncated), all (N, ...) tensors; `self.obs` becomes the
         observation to act on next (the reset one where a world finished)."""
         if self.vector:
-            actions = env_actions if self._takes_tensors() else env_actions.cpu().numpy()
+            actions = env_actions if self.torch_io else env_actions.cpu().numpy()
             obs, reward, terminated, truncated, info = self.env.step(actions)
             obs_t = self._batch(obs)
             terminated_t = torch.as_tensor(terminated, device=self.device).bool().reshape(-1)
@@ -109,9 +110,6 @@ class BatchedEnv:
         self.obs = obs_t
         return {"next_obs": next_obs, "reward": reward_t, "terminated": terminated_t.float(), "done": done_t}
 
-    def _takes_tensors(self) -> bool:
-        """Vector envs that run on the device (MJX) take torch actions; Gymnasium's CPU ones take numpy."""
-        return bool(getattr(self.env, "torch_actions", False))
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,

@@ -147,13 +147,94 @@ class _Recorder:
         )
 
 
-def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: int = 8, images: bool = False,
-                 image_size: int = 64, camera: str | None = None, quiet: bool | None = None) -> Dataset:
-    """Generate the dataset `name` (see module docstring). `size` overrides the number of transitions."""
+class _MjxRecorder:
+    """Collects transitions from `n_envs` MJX worlds stepped in one call (`make_vec_env(..., backend="mjx")`).
+
+    Same output as `_Recorder`: the worlds step in lockstep and the rows are kept in (step, world) order
+    up to `n_steps`, so a world's rows are contiguous; its unfinished last episode ends as a timeout.
+    """
+
+    def __init__(self, env_id: str, n_envs: int, seed: int, device: str = "auto"):
+        from rlpt.envs import make_vec_env
+
+        self.envs = make_vec_env(f"mujoco/{env_id}", n_envs, backend="mjx", device=device, seed=seed)
+        self.n, self.next_seed, self.images, self.has_success = n_envs, seed, False, False
+        self.out: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                                     "next_observations")}
+        self.obs = self._reset()
+
+    def _reset(self) -> np.ndarray:
+        obs, _ = self.envs.reset(seed=self.next_seed)
+        self.next_seed += 1
+        return obs.cpu().numpy()
+
+    def run(self, policy: Policy, n_steps: int, progress=None) -> None:
+        """Step every world until `n_steps` transitions were collected; then restart all worlds."""
+        steps = -(-n_steps // self.n)
+        rows: dict[str, list] = {k: [] for k in self.out}  # each entry (T, N, ...)
+        for t in range(steps):
+            actions = np.asarray(policy(self.obs), np.float32)
+            nxt, reward, terminated, truncated, info = self.envs.step(actions)
+            done = info["_final_obs"][:, None]
+            final = torch_where_numpy(done, info["final_obs"], nxt)  # the step's own successor
+            term = terminated.cpu().numpy()
+            for k, v in (("observations", self.obs), ("actions", actions), ("rewards", reward.cpu().numpy()),
+                         ("terminals", term), ("timeouts", truncated.cpu().numpy() & ~term),
+                         ("next_observations", final)):
+                rows[k].append(v)
+            self.obs = nxt.cpu().numpy()
+            if progress is not None:
+                progress.update(min(self.n, n_steps - t * self.n))
+        arrays = {k: np.stack(v) for k, v in rows.items()}
+        last_full = n_steps - (steps - 1) * self.n  # worlds [0, last_full) also keep the last step's row
+        for i in range(self.n):
+            length = steps if i < last_full else steps - 1
+            if length == 0:
+                continue
+            world = {k: v[:length, i] for k, v in arrays.items()}
+            if not world["terminals"][-1]:
+                world["timeouts"][-1] = True
+            for k, v in world.items():
+                self.out[k].append(v)
+        self.obs = self._reset()  # episodes still running restart fresh for the next policy
+
+    def dataset(self, metadata: dict) -> Dataset:
+        o = {k: np.concatenate(v) for k, v in self.out.items()}
+        return Dataset(
+            observations=o["observations"].astype(np.float32), actions=o["actions"].astype(np.float32),
+            rewards=o["rewards"].astype(np.float32), terminals=o["terminals"].astype(bool),
+            timeouts=o["timeouts"].astype(bool), next_observations=o["next_observations"].astype(np.float32),
+            metadata=metadata,
+        )
+
+
+def torch_where_numpy(mask, a, b) -> np.ndarray:
+    """`where(mask, a, b)` of torch tensors, as a numpy array."""
+    import torch
+
+    return torch.where(mask, a, b).cpu().numpy()
+
+
+def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: int | None = None,
+                 images: bool = False, image_size: int = 64, camera: str | None = None, quiet: bool | None = None,
+                 backend: str = "gymnasium", device: str = "auto") -> Dataset:
+    """Generate the dataset `name` (see module docstring). `size` overrides the number of transitions.
+
+    backend="gymnasium" steps `n_envs` (default 8) CPU envs in lockstep; backend="mjx" (locomotion only,
+    needs the [mjx] extra) steps `n_envs` (default 1024) MJX worlds in one call on `device` with the same
+    behaviour policies. The two give different transitions for the same seed (different random streams)
+    from the same policies and env dynamics.
+    """
     from rlpt._version import __version__
     from rlpt.runs import progress
 
+    if backend not in ("gymnasium", "mjx"):
+        raise ConfigError(f"dataset {name!r}: backend must be 'gymnasium' or 'mjx', got {backend!r}")
     spec = parse_name(name)
+    if backend == "mjx" and (spec.family != "locomotion" or images or spec.pixels):
+        raise ConfigError(f"dataset {name!r}: backend 'mjx' generates locomotion datasets of state observations "
+                          "only (the tabletop's scripted controllers read the CPU simulator)")
+    n_envs = n_envs or (1024 if backend == "mjx" else 8)
     if spec.pixels:  # observations are the camera frames: record them, then swap them in below
         if spec.pixels < 8 or spec.pixels > 512:
             raise ConfigError(f"dataset {name!r}: pixels{spec.pixels} must be an image size in [8, 512]")
@@ -202,7 +283,11 @@ def make_dataset(name: str, *, size: int | None = None, seed: int = 0, n_envs: i
                     observations="pixels" if spec.pixels else "state")
         probe.close()
 
-    rec = _Recorder(env_fn, n_envs, seed, images=images)
+    if backend == "mjx":
+        meta.update(backend="mjx", num_envs=n_envs)
+        rec: _Recorder | _MjxRecorder = _MjxRecorder(LOCOMOTION_ENVS[spec.env], n_envs, seed, device)
+    else:
+        rec = _Recorder(env_fn, n_envs, seed, images=images)
     if spec.family == "tabletop":
         from rlpt.envs.tabletop import scripted_policy
 

@@ -1,7 +1,8 @@
 """Environments: `make_env(spec)` for Gymnasium MuJoCo, dm_control and rlpt's tabletop tasks.
 
     env = make_env("dmc/cheetah-run", pixels=True, frame_stack=3, action_repeat=2, seed=0)
-    envs = make_vec_env("mujoco/Hopper-v5", n_envs=4, vectorization="async")
+    envs = make_vec_env("mujoco/Hopper-v5", 4, vectorization="async")            # numpy, CPU processes
+    envs = make_vec_env("mujoco/Hopper-v5", 4096, backend="mjx", device="auto")   # torch, one jitted step
     report = check_env("hopper", pixels=True, video_path="hopper.mp4")
     [spec.name for spec in list_envs()]   # the envs/*.yaml catalog
 """

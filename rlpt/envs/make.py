@@ -303,27 +303,81 @@ def make_env(
 
 def make_vec_env(
     spec: str | os.PathLike | EnvSpec,
-    n_envs: int,
+    num_envs: int,
     *,
-    vectorization: str = "sync",
+    backend: str = "gymnasium",
+    device: str | Any | None = None,
     seed: int = 0,
+    vectorization: str = "sync",
     context: str | None = "spawn",
     **kwargs: Any,
 ) -> gym.vector.VectorEnv:
-    """`n_envs` copies of `make_env(spec, seed=seed + i, **kwargs)` as a Gymnasium VectorEnv.
+    """`num_envs` copies of an env as one Gymnasium VectorEnv, on CPU processes or batched on an accelerator.
 
-    vectorization: "sync" (one process) or "async" (one worker process per env, started with
-    the multiprocessing `context`; "spawn" is the safe default with GL contexts and torch threads).
+    backend="gymnasium": copies of `make_env(spec, seed=seed + i, **kwargs)`; `vectorization` is
+        "sync" (one process) or "async" (one worker process per env, started with the
+        multiprocessing `context`; "spawn" is the safe default with GL contexts and torch threads).
+        With `device=None` (default) results are Gymnasium's numpy arrays with its default
+        (next-step) autoreset. With a `device` ("auto", "cpu", "cuda", a torch.device) the env is a
+        `rlpt.envs.vector.TorchVectorEnv`: torch tensors on that device and same-step autoreset,
+        exactly the API of the "mjx" backend.
+    backend="mjx": all worlds in one jitted MJX step (needs `pip install -e '.[mjx]'`), results as
+        torch tensors on `device` (None or "auto": the GPU when JAX runs on one). Specs:
+        mujoco/Hopper-v5, mujoco/HalfCheetah-v5, mujoco/Walker2d-v5, tabletop/reach|push|pick-place|
+        drawer-open (or their catalog names). World i is seeded from (seed, i). Options:
+        `time_limit` (truncation length; default 1000 for locomotion, the task's for tabletop) and,
+        for tabletop, `reward`, `control`, `terminate_on_success`, `max_step`; rendering options
+        (`image_size`, `camera`) are ignored and pixels, frame stacking and action repeat are rejected.
+
+    The torch API (both backends with a device): `obs, info = envs.reset(seed=...)`;
+    `obs, reward, terminated, truncated, info = envs.step(actions)` with actions a torch tensor
+    or numpy array (N, act_dim); obs (N, obs_dim) float32, reward (N,) float32, terminated and
+    truncated (N,) bool; envs that finished are already reset: `obs` is the next episode's first
+    observation and `info["final_obs"]` (N, obs_dim) holds the last one where `info["_final_obs"]`.
+    See `rlpt.envs.mjx.vector` for the details (seeding, in-place writes).
     """
-    if isinstance(n_envs, bool) or not isinstance(n_envs, int | np.integer) or n_envs < 1:
-        raise EnvSpecError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+        raise EnvSpecError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    if backend not in ("gymnasium", "mjx"):
+        raise EnvSpecError(f"backend must be 'gymnasium' or 'mjx', got {backend!r}")
+    if backend == "mjx":
+        return _make_mjx_vec_env(spec, int(num_envs), device, seed, kwargs)
     if vectorization not in ("sync", "async"):
         raise EnvSpecError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
     resolve_spec(spec)  # fail here, not inside a worker
-    fns: list[Callable[[], gym.Env]] = [_EnvFactory(spec, seed + i, kwargs) for i in range(n_envs)]
+    fns: list[Callable[[], gym.Env]] = [_EnvFactory(spec, seed + i, kwargs) for i in range(num_envs)]
+    extra: dict[str, Any] = {}
+    if device is not None:
+        extra["autoreset_mode"] = gym.vector.AutoresetMode.SAME_STEP
     if vectorization == "sync":
-        return gym.vector.SyncVectorEnv(fns)
-    return gym.vector.AsyncVectorEnv(fns, context=context)
+        envs: gym.vector.VectorEnv = gym.vector.SyncVectorEnv(fns, **extra)
+    else:
+        envs = gym.vector.AsyncVectorEnv(fns, context=context, **extra)
+    if device is None:
+        return envs
+    from rlpt.envs.vector import TorchVectorEnv
+    from rlpt.utils import resolve_device
+
+    return TorchVectorEnv(envs, resolve_device(device))
+
+
+_MJX_IGNORED = ("image_size", "camera", "seed")
+
+
+def _make_mjx_vec_env(spec, num_envs: int, device, seed: int, kwargs: dict[str, Any]) -> gym.vector.VectorEnv:
+    from rlpt.envs.mjx import make_mjx_vec_env
+
+    backend_id, file_spec = resolve_spec(spec)
+    name = file_spec.name if file_spec is not None else str(spec)
+    opts = {**(dict(file_spec.options) if file_spec is not None else {}), **kwargs}
+    for key in _MJX_IGNORED:
+        opts.pop(key, None)
+    for key, neutral in (("pixels", False), ("frame_stack", 1), ("action_repeat", 1), ("render_mode", None)):
+        value = opts.pop(key, neutral)
+        if value != neutral:
+            raise EnvSpecError(f"{name}: backend 'mjx' does not support option {key}={value!r} (expected {neutral!r})")
+    limit = opts.pop("time_limit", None)
+    return make_mjx_vec_env(backend_id, num_envs, device=device, seed=seed, max_episode_steps=limit, **opts)
 
 
 class _EnvFactory:
