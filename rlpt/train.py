@@ -25,6 +25,10 @@ from rlpt.utils import repo_root, spearman
 __all__ = ["Recipe", "apply_overrides", "find_recipe", "load_recipe", "set_dotted", "train"]
 
 
+#: env_options that make the training env a vector env (`rlpt.envs.make_vec_env`) instead of one env.
+VECTOR_OPTIONS = ("num_envs", "backend", "device", "vectorization")
+
+
 @dataclass
 class Recipe:
     """What `rlpt train` runs. `config` holds the agent config's fields."""
@@ -182,7 +186,24 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         run = RunDir.create(out_root, recipe.name, recipe.env, recipe.seed)
 
     dataset = _load_dataset(recipe, data_root, quiet)
-    env = make_env(recipe.env, seed=recipe.seed, **recipe.env_options)
+    # env_options.num_envs / backend / device / vectorization make the training env a vector env (CPU or MJX);
+    # evaluation always runs one CPU env with the other options
+    env_options = {k: v for k, v in recipe.env_options.items() if k not in VECTOR_OPTIONS}
+    vector = {k: v for k, v in recipe.env_options.items() if k in VECTOR_OPTIONS}
+    if vector:
+        from rlpt.envs import make_vec_env
+
+        if recipe.reward is not None or recipe.reset_free is not None:
+            raise ConfigError(f"{recipe.name}: env_options {sorted(vector)} (a vector env) cannot be combined with "
+                              "reward or reset_free, which wrap one env")
+        env = make_vec_env(recipe.env, int(vector.get("num_envs", 1)), backend=vector.get("backend", "gymnasium"),
+                           device=vector.get("device", "auto"), seed=recipe.seed,
+                           **({"vectorization": vector["vectorization"]} if "vectorization" in vector else {}),
+                           **env_options)
+    else:
+        env = make_env(recipe.env, seed=recipe.seed, **env_options)
+    obs_space = env.single_observation_space if vector else env.observation_space
+    act_space = env.single_action_space if vector else env.action_space
     reward_model = None
     if recipe.reward is not None:
         from rlpt.rewards.factory import offline_rewards, wrap_with_reward
@@ -205,7 +226,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     eval_env_spec = recipe.env
     ref_scores = None
     if dataset is not None:
-        dataset.check_spaces(env.observation_space, env.action_space)
+        dataset.check_spaces(obs_space, act_space)
         if "ref_min_score" in dataset.metadata and "ref_max_score" in dataset.metadata:
             ref_scores = (float(dataset.metadata["ref_min_score"]), float(dataset.metadata["ref_max_score"]))
     if recipe.ref_scores is not None:
@@ -222,7 +243,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
             print(f"{run.path} holds no checkpoint yet; starting it from scratch")
         recipe.check_agent_config(recipe.name)  # a resumed run's saved recipe, when it has no checkpoint yet
         config = agent_cls.config_class.from_dict(recipe.agent_config_dict(), source=recipe.name)
-        agent = config.create(env.observation_space, env.action_space)
+        agent = config.create(obs_space, act_space)
     offline_total = recipe.offline_steps
     if offline_total == "auto":
         offline_total = agent.offline_total_steps
@@ -246,7 +267,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
 
     def do_eval(phase: str) -> dict[str, float]:
         res = evaluate(agent, eval_env_spec, recipe.eval_episodes, seed=10_000 + recipe.seed,
-                       ref_scores=ref_scores, env_options=recipe.env_options)
+                       ref_scores=ref_scores, env_options=env_options)
         m = {**res.metrics(), "phase": phase}
         if on_eval is not None:
             on_eval(m)
@@ -272,7 +293,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     evals: dict[str, list[dict]] = {"offline": [], "online": []}
     fit_kwargs: dict[str, Any] = {}
     if agent.scores_with_env:  # agents that report/select with an env
-        fit_kwargs["eval_env"] = make_env(eval_env_spec, seed=recipe.seed + 1, **recipe.env_options)
+        fit_kwargs["eval_env"] = make_env(eval_env_spec, seed=recipe.seed + 1, **env_options)
     stop = {"flag": False}
 
     # ---------------------------------------------------------------- offline phase
@@ -330,7 +351,7 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
         try:
             video = evaluate(agent, eval_env_spec, 1, seed=20_000 + recipe.seed, ref_scores=ref_scores,
                              video_path=run.videos / "final.mp4",
-                             env_options={**recipe.env_options, "render_mode": "rgb_array",
+                             env_options={**env_options, "render_mode": "rgb_array",
                                           "time_limit": recipe.video_steps}).video
         except Exception as e:  # a video is a report extra: never lose a finished run over it
             video = f"not written: {type(e).__name__}: {e}"

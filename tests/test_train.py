@@ -201,3 +201,21 @@ def test_quickstart_shows_progress_and_its_story_in_a_log(tmp_path, monkeypatch,
     assert "unio4 offline: 200/200 (100%)" in out and "unio4 online: 200/200 (100%)" in out
     assert brief["story"] in out and "best BC member" in brief["story"] and brief["best_bc_member"] is not None
     assert Path(brief["plot"]).name == "offline_to_online.png"
+
+
+def test_train_online_on_a_vector_env_from_env_options(tmp_path):
+    """`env_options.num_envs` (and `backend`, `device`) make the training env a vector env; evaluation stays one
+    CPU env. PPO from scratch, 4 worlds of InvertedPendulum."""
+    path = write_recipe(tmp_path, agent="ppo", dataset=None, offline_steps=0, online_steps=512,
+                        online_eval_interval=256, config={"rollout_steps": 128, "minibatch": 64, "epochs": 2,
+                                                          "hidden": [16, 16]},
+                        env_options={"time_limit": 100, "num_envs": 4, "backend": "gymnasium", "device": "cpu"})
+    summary = train(load_recipe(str(path)), out_root=tmp_path / "runs", quiet=True)
+    rows = [r for r in read_metrics(Path(summary["run"])) if r.get("online/policy_loss") is not None]
+    assert rows and np.isfinite(summary["online_score"])
+    saved = yaml.safe_load((Path(summary["run"]) / "config.yaml").read_text())
+    assert saved["recipe"]["env_options"]["num_envs"] == 4
+    with pytest.raises(ConfigError, match="vector env"):
+        bad = write_recipe(tmp_path, reward={"model": {"type": "env"}},
+                           env_options={"num_envs": 2, "device": "cpu"})
+        train(load_recipe(str(bad)), out_root=tmp_path / "runs2", quiet=True)
