@@ -19,7 +19,7 @@ from rlpt.agents.base import agent_class
 from rlpt.collect.generate import LOCOMOTION_ENVS, parse_name
 from rlpt.envs import make_env
 from rlpt.errors import ConfigError
-from rlpt.train import load_recipe
+from rlpt.train import VECTOR_OPTIONS, load_recipe
 
 AGENTS_DIR = Path(__file__).resolve().parents[1] / "agents"
 RECIPES = sorted(p for p in AGENTS_DIR.glob("**/*.yaml") if p.parent.name != "tune")  # tune/: search spaces
@@ -33,7 +33,8 @@ def config_of(recipe):
 
 
 def create(recipe, config):
-    env = make_env(recipe.env, **recipe.env_options)
+    """Agents are built for one env of the recipe (vector-env options only choose how training steps it)."""
+    env = make_env(recipe.env, **{k: v for k, v in recipe.env_options.items() if k not in VECTOR_OPTIONS})
     try:
         return config.create(env.observation_space, env.action_space, device="cpu")
     finally:
