@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -51,11 +52,15 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
 
 class StatusLines:
     """The subset of tqdm's interface rlpt uses (`n`, `update`, `refresh`, `set_postfix`, iteration, context
-    manager), printing `desc: n/total (pct) | rate it/s | ETA | postfix` at most every `interval` seconds and
-    once at the end, one line each, for logs."""
+    manager), printing `desc: n/total (pct) | rate it/s | ETA | postfix` every `interval` seconds and once at the
+    end, one line each, for logs.
+
+    Updates print when `interval` has passed since the last line; with `heartbeat` (the default) a daemon thread
+    also prints the latest counts whenever `interval` passes without an update (work between progress updates,
+    such as evaluations or slow logging intervals, would otherwise leave the log silent)."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
-                 initial: int = 0, interval: float = 30.0, stream=None):
+                 initial: int = 0, interval: float = 30.0, stream=None, heartbeat: bool = True):
         self.iterable, self.desc, self.interval = iterable, desc, interval
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
@@ -64,6 +69,15 @@ class StatusLines:
         self.postfix = ""
         self.t0 = self.last = time.monotonic()
         self.closed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if heartbeat and interval > 0:
+            threading.Thread(target=self._heartbeat, name=f"status-{desc}", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval / 4)):
+            if time.monotonic() - self.last >= self.interval:
+                self._print()
 
     def __iter__(self):
         for item in self.iterable or ():
@@ -92,6 +106,7 @@ class StatusLines:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._stop.set()
             self._print(final=True)
 
     def line(self) -> str:
@@ -107,8 +122,11 @@ class StatusLines:
         return " | ".join(parts)
 
     def _print(self, final: bool = False) -> None:
-        self.last = time.monotonic()
-        print(self.line() + (" | done" if final else ""), file=self.stream, flush=True)
+        with self._lock:  # the heartbeat thread and the worker never interleave or double a line
+            if not final and (self.closed or time.monotonic() - self.last < self.interval):
+                return  # closed, or the other thread has just printed
+            self.last = time.monotonic()
+            print(self.line() + (" | done" if final else ""), file=self.stream, flush=True)
 
 
 def _clock(seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -29,7 +30,7 @@ def clock(monkeypatch):
 
 def test_status_lines_come_once_per_interval_while_work_advances(clock):
     out = io.StringIO()
-    bar = StatusLines(total=1000, desc="bc offline", interval=30.0, stream=out)
+    bar = StatusLines(total=1000, desc="bc offline", interval=30.0, stream=out, heartbeat=False)
     stamps = []
     for _ in range(1000):  # one update every 0.5 s: 500 s of work
         clock.t += 0.5
@@ -50,9 +51,29 @@ def test_progress_to_a_file_defaults_to_status_lines_every_30_s(monkeypatch):
     for var in ("CI", "RLPT_QUIET", "RLPT_STATUS_SECONDS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(runs.sys, "stderr", io.StringIO())  # not a terminal: output goes to a log
-    bar = progress(total=10, desc="x")
-    assert isinstance(bar, StatusLines) and bar.interval == 30.0
+    with progress(total=10, desc="x") as bar:
+        assert isinstance(bar, StatusLines) and bar.interval == 30.0
     monkeypatch.setenv("RLPT_STATUS_SECONDS", "5")
-    assert progress(total=10, desc="x").interval == 5.0
+    with progress(total=10, desc="x") as bar:
+        assert bar.interval == 5.0
     monkeypatch.setenv("RLPT_QUIET", "1")
-    assert not isinstance(progress(total=10, desc="x"), StatusLines)
+    with progress(total=10, desc="x") as bar:
+        assert not isinstance(bar, StatusLines)
+
+
+def test_heartbeat_prints_while_the_work_between_updates_is_slow():
+    """A training loop that reports progress only every few minutes (a slow logging interval, an evaluation)
+    still leaves a line in the log every interval."""
+    out = io.StringIO()
+    with StatusLines(total=100, desc="unio4 offline", interval=0.2, stream=out) as bar:
+        bar.update(10)
+        time.sleep(1.3)  # no update for 6.5 intervals
+        silent = StatusLines(total=100, desc="no heartbeat", interval=0.2, stream=io.StringIO(), heartbeat=False)
+        time.sleep(0.3)
+        silent.close()
+    lines = out.getvalue().splitlines()
+    assert 5 <= len(lines) <= 10 and all(ln.startswith("unio4 offline: 10/100 (10%)") for ln in lines[:-1])
+    assert lines[-1].endswith("done")
+    assert silent.stream.getvalue().count("\n") == 1  # only its final line: updates drive it
+    time.sleep(0.5)
+    assert out.getvalue().splitlines() == lines  # closed: the heartbeat stopped
