@@ -111,6 +111,8 @@ class StatusLines:
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
+        if self.total is None and self.n == self.initial:  # a phase without counts: how long it has run
+            return " | ".join([f"{self.desc}: {_clock(elapsed)} elapsed", *([self.postfix] if self.postfix else [])])
         rate = (self.n - self.initial) / elapsed
         parts = [f"{self.desc}: {self.n}" + (f"/{self.total} ({100 * self.n / max(self.total, 1):.0f}%)"
                                               if self.total else "")]

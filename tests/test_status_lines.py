@@ -77,3 +77,13 @@ def test_heartbeat_prints_while_the_work_between_updates_is_slow():
     assert silent.stream.getvalue().count("\n") == 1  # only its final line: updates drive it
     time.sleep(0.5)
     assert out.getvalue().splitlines() == lines  # closed: the heartbeat stopped
+
+
+def test_a_phase_without_counts_reports_its_elapsed_time(clock):
+    out = io.StringIO()
+    with StatusLines(desc="iql report (video, plots, summary)", interval=30.0, stream=out, heartbeat=False) as bar:
+        clock.t += 31
+        bar.refresh()
+        clock.t += 20
+    assert out.getvalue().splitlines() == ["iql report (video, plots, summary): 0:31 elapsed",
+                                           "iql report (video, plots, summary): 0:51 elapsed | done"]
