@@ -324,10 +324,11 @@ def probe_zmq(obs: dict) -> dict:
                 "connections": {"accepted_of_20": alive, "limit_option": None,
                                 "note": "libzmq accepts every TCP connection and greets it; no socket option caps "
                                         "the peers of a bound socket, and a REP socket cannot refuse one with a reply"},
-                "silent_unauthenticated_peer_dropped_after_s": None,
-                "robot_stopped_after_client_vanished_s": None,
-                "vanished_client_note": "a REP socket's application gets no event when a peer disconnects; only the "
-                                        "watchdog (safety.watchdog_timeout_s) would stop the robot"}
+                "silent_unauthenticated_peer_dropped_after_s": "not measured: a REP socket exposes no connections to "
+                                                               "time out",
+                "robot_stopped_after_client_vanished_s": "not measured: a REP socket delivers no disconnect event; "
+                                                         "only the watchdog (safety.watchdog_timeout_s) would stop "
+                                                         "the robot"}
     finally:
         server.close()
 
