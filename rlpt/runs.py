@@ -50,6 +50,9 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
                 smoothing=0.1)
 
 
+_last_line: list[float | None] = [None]  # when any StatusLines last printed (time.monotonic())
+
+
 class StatusLines:
     """The subset of tqdm's interface rlpt uses (`n`, `update`, `refresh`, `set_postfix`, iteration, context
     manager), printing `desc: n/total (pct) | rate it/s | ETA | postfix` every `interval` seconds and once at the
@@ -57,7 +60,8 @@ class StatusLines:
 
     Updates print when `interval` has passed since the last line; with `heartbeat` (the default) a daemon thread
     also prints the latest counts whenever `interval` passes without an update (work between progress updates,
-    such as evaluations or slow logging intervals, would otherwise leave the log silent)."""
+    such as evaluations or slow logging intervals, would otherwise leave the log silent). A bar opened within
+    `interval` of another bar's last line counts from that line, so consecutive phases keep the interval."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
                  initial: int = 0, interval: float = 30.0, stream=None, heartbeat: bool = True):
@@ -68,6 +72,8 @@ class StatusLines:
         self.stream = stream if stream is not None else sys.stdout
         self.postfix = ""
         self.t0 = self.last = time.monotonic()
+        if _last_line[0] is not None and 0 <= self.t0 - _last_line[0] < interval:
+            self.last = _last_line[0]  # bars in a row (offline, online, report): the log's interval runs on
         self.closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -127,7 +133,7 @@ class StatusLines:
         with self._lock:  # the heartbeat thread and the worker never interleave or double a line
             if not final and (self.closed or time.monotonic() - self.last < self.interval):
                 return  # closed, or the other thread has just printed
-            self.last = time.monotonic()
+            self.last = _last_line[0] = time.monotonic()
             print(self.line() + (" | done" if final else ""), file=self.stream, flush=True)
 
 

@@ -87,3 +87,21 @@ def test_a_phase_without_counts_reports_its_elapsed_time(clock):
         clock.t += 20
     assert out.getvalue().splitlines() == ["iql report (video, plots, summary): 0:31 elapsed",
                                            "iql report (video, plots, summary): 0:51 elapsed | done"]
+
+
+def test_consecutive_phases_keep_the_interval_across_bars(clock):
+    """offline bar closes, some work outside any bar, then the online bar: the log's next line is due one interval
+    after the offline bar's last line, not one interval after the online bar opened."""
+    out = io.StringIO()
+    with StatusLines(total=10, desc="offline", interval=30.0, stream=out, heartbeat=False) as bar:
+        clock.t += 5
+        bar.update(10)
+    clock.t += 6  # e.g. the evaluation at the switch
+    online = StatusLines(total=10, desc="online", interval=30.0, stream=out, heartbeat=False)
+    clock.t += 23
+    online.refresh()
+    assert len(out.getvalue().splitlines()) == 1  # 29 s since the offline bar's line: not yet
+    clock.t += 1
+    online.refresh()
+    assert out.getvalue().splitlines()[-1].startswith("online: 0/10")  # 30 s after it
+    online.close()
