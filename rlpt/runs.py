@@ -86,9 +86,12 @@ class StatusLines:
                 self._print()
 
     def __iter__(self):
-        for item in self.iterable or ():
-            yield item
-            self.update(1)
+        try:
+            for item in self.iterable or ():
+                yield item
+                self.update(1)
+        finally:  # as tqdm: the final line when the loop ends (or is left), and the heartbeat stops
+            self.close()
 
     def __enter__(self) -> StatusLines:
         return self

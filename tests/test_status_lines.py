@@ -105,3 +105,17 @@ def test_consecutive_phases_keep_the_interval_across_bars(clock):
     online.refresh()
     assert out.getvalue().splitlines()[-1].startswith("online: 0/10")  # 30 s after it
     online.close()
+
+
+def test_iterating_closes_the_bar_when_the_loop_ends_or_is_left():
+    out = io.StringIO()
+    bar = StatusLines(range(5), desc="probe videos", interval=0.05, stream=out)
+    assert sum(bar) == 10 and bar.closed and out.getvalue().splitlines()[-1].startswith("probe videos: 5/5 (100%)")
+    out2 = io.StringIO()
+    for i in StatusLines(range(100), desc="early", interval=0.05, stream=out2):
+        if i == 3:
+            break
+    lines = out2.getvalue().splitlines()
+    assert lines[-1].startswith("early: 3/100") and lines[-1].endswith("done")
+    time.sleep(0.3)  # a left loop's bar is closed, so its heartbeat prints nothing more
+    assert out2.getvalue().splitlines() == lines
