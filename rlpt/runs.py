@@ -50,7 +50,9 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
                 smoothing=0.1)
 
 
-_last_line: list[float | None] = [None]  # when any StatusLines last printed (time.monotonic())
+# when a StatusLines last printed (time.monotonic()); at first, when rlpt began its work (this import), so the first
+# bar of a command counts from there too
+_last_line: list[float | None] = [time.monotonic()]
 
 
 class StatusLines:
@@ -61,7 +63,8 @@ class StatusLines:
     Updates print when `interval` has passed since the last line; with `heartbeat` (the default) a daemon thread
     also prints the latest counts whenever `interval` passes without an update (work between progress updates,
     such as evaluations or slow logging intervals, would otherwise leave the log silent). A bar opened within
-    `interval` of another bar's last line counts from that line, so consecutive phases keep the interval."""
+    `interval` of another bar's last line (or of rlpt's start) counts from it, so consecutive phases keep the
+    interval."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
                  initial: int = 0, interval: float = 30.0, stream=None, heartbeat: bool = True):
@@ -81,7 +84,7 @@ class StatusLines:
             threading.Thread(target=self._heartbeat, name=f"status-{desc}", daemon=True).start()
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(min(1.0, self.interval / 4)):
+        while not self._stop.wait(max(self.last + self.interval - time.monotonic(), 0.01)):  # sleep until due
             if time.monotonic() - self.last >= self.interval:
                 self._print()
 
