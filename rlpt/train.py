@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from rlpt.errors import CheckpointError, ConfigError, RunError
+from rlpt.runs import MetricsLogger, RunDir, progress  # at import: the first status line counts from rlpt's start
 from rlpt.utils import load_yaml_bounded, read_yaml, repo_root, spearman
 
 
@@ -175,7 +176,6 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     from rlpt.agents.base import AGENT_REGISTRY
     from rlpt.envs import make_env
     from rlpt.eval import evaluate, plot_learning_curve
-    from rlpt.runs import MetricsLogger, RunDir, progress
     from rlpt.utils import set_seed
 
     if recipe.agent not in AGENT_REGISTRY:
