@@ -492,6 +492,30 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- plot
+def cmd_plot(args) -> int:
+    from rlpt.eval.plots import plot_runs
+
+    res = plot_runs(args.runs, out=args.out, metric=args.metric, band=args.band)
+    for label, members in res["groups"].items():
+        print(f"{label}: {len(members)} run(s)")
+    print(f"wrote {res['out']}")
+    return 0
+
+
+def version() -> str:
+    """rlpt's version: the installed package's metadata, else `rlpt.__version__` (a source checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("rlpt")
+    except PackageNotFoundError:
+        import rlpt
+
+        return rlpt.__version__
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The `rlpt` parser. The pretraining commands' config flags are generated from their config classes, whose
@@ -500,6 +524,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlpt", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--version", action="version", version=f"rlpt {version()}")
     nouns = p.add_subparsers(dest="noun", required=True)
 
     env = nouns.add_parser("env", help="list and check environments").add_subparsers(dest="verb", required=True)
@@ -517,7 +542,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     data = nouns.add_parser("data", help="make, inspect and convert offline datasets").add_subparsers(
         dest="verb", required=True)
-    d = data.add_parser("make", help="generate a dataset (locomotion: ~1-5 min; tabletop: ~1 min)",
+    d = data.add_parser("make", help="generate a dataset (minutes)",
                         description="Generates a D4RL-layout HDF5 dataset with rlpt's committed behaviour "
                                     "policies: <hopper|halfcheetah|walker2d>-<random|medium|expert|medium-replay|"
                                     "medium-expert>-v5, or tabletop-<task>-<scripted|noisy>. Writes "
@@ -528,7 +553,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("--images", action="store_true", help="tabletop: also store 64x64 camera frames")
     d.add_argument("--backend", choices=("gymnasium", "mjx"), default="gymnasium",
                    help="mjx: roll the locomotion behaviour policies out in N batched MJX worlds (GPU; needs "
-                        "pip install -e '.[mjx]'); the first step compiles (~30 s-3 min)")
+                        "pip install -e '.[mjx]'); the first step compiles (minutes on a CPU)")
     d.add_argument("--num-envs", type=int, help="envs stepped together (default 8; mjx: 1024)")
     d.add_argument("--device", default="auto", help="mjx: torch device of the results (auto: where JAX runs)")
     d.add_argument("--out", help="output .hdf5 path")
@@ -542,7 +567,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     d.add_argument("src")
     d.add_argument("dst")
     d.set_defaults(func=cmd_data_convert)
-    d = data.add_parser("train-behavior", help="train SAC behaviour policies for dataset generation (~20 min)",
+    d = data.add_parser("train-behavior", help="train SAC behaviour policies for dataset generation (tens of minutes)",
                         description="Trains SB3 SAC and saves actor snapshots plus a manifest (random/medium/"
                                     "expert returns) into rlpt/collect/behavior/<ENV>/ unless --out is given.")
     d.add_argument("env", help="Gymnasium env id, e.g. Hopper-v5")
@@ -649,7 +674,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     dp.set_defaults(func=cmd_deploy)
 
     rw = nouns.add_parser("reward", help="train reward models").add_subparsers(dest="verb", required=True)
-    r = rw.add_parser("train-classifier", help="train RoboFuME's success classifier on tabletop frames (~3 min)",
+    r = rw.add_parser("train-classifier", help="train RoboFuME's success classifier on tabletop frames (minutes)",
                       description="Records scripted demonstrations and failed episodes of a tabletop task with "
                                   "rendered frames, labels them by RoboFuME's recipe (last 3 frames of a success "
                                   "positive, the 10 before dropped, the rest negative), trains a small CNN, "
@@ -710,11 +735,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     "on clips of action-free video, and writes a run folder: config.yaml, metrics.csv/jsonl "
                     "(train/loss, train/image_mse, train/kl, perf/updates_per_s), tb/, checkpoints/ (resumable "
                     "with --resume) and, at the end, contextwm.json + model.safetensors + summary.json. Fine-tune "
-                    "it with `rlpt train agents/contextwm/<task>.yaml pretrained=OUT`. Time: the cpu-small preset "
-                    "(32x32, batch 16 x 12) runs 3.5-5.5 updates/s on one thread of the project's 2-core CPU "
-                    "(benchmarks/results/contextwm_speed.json), so 2000 steps take 6-10 minutes; on a shared "
-                    "machine use --threads 1 (two threads slowed down 6x whenever other jobs ran). The paper "
-                    "preset (64x64, depth 48, batch 16 x 25) takes about 30 s per update on that CPU: use a GPU.")
+                    "it with `rlpt train agents/contextwm/<task>.yaml pretrained=OUT`. The cpu-small preset "
+                    "takes minutes on a laptop CPU (use --threads 1 when other jobs share the cores); the paper "
+                    "preset needs a GPU.")
     cw.add_argument("--videos", nargs="+", required=True,
                     help="video folder(s), frame folders, SSv2/Ego4D-style list files or a `rlpt video render` "
                          "manifest.jsonl (e.g. video_data/sample)")
@@ -745,9 +768,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     "run folder: config.yaml, metrics.csv/jsonl (train/loss, eval/value_order), checkpoints/ "
                     "(resumable with --resume) and, at the end, vptr.json + model.safetensors + encoder.json. "
                     "Agents load the encoder with `rlpt train agents/vptr/tabletop-push.yaml pretrained=OUT`. "
-                    "Time: the cpu-small preset (32x32) ran 6-9 updates/s with --threads 1 on a shared 2-core "
-                    "CPU (video decoding included), so 3000 steps take 6-8 minutes; the paper preset (64x64, "
-                    "depth 48) needs a GPU for its 1M steps.")
+                    "The cpu-small preset takes minutes on a laptop CPU; the paper preset needs a GPU for its 1M "
+                    "steps.")
     vp.add_argument("--videos", nargs="+", required=True,
                     help="video folder(s), frame folders, list files or a `rlpt video render` manifest.jsonl")
     vp.add_argument("--steps", type=int, default=3000, help="total gradient steps (a resumed run continues to it)")
@@ -771,7 +793,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     vid = nouns.add_parser("video", help="render and inspect video sets for video pretraining").add_subparsers(
         dest="verb", required=True)
     v = vid.add_parser(
-        "render", help="render randomized-appearance simulator clips (mp4 + manifest; ~1-2 min per 100 x 50 frames)",
+        "render", help="render randomized-appearance simulator clips (mp4 + manifest; minutes)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Renders in-the-wild-style clips for action-free video pretraining (ContextWM, V-PTR) from\n"
                     "dm_control domains (OU-noise or sinusoidal actions) and rlpt's tabletop (scripted, noisy or\n"
@@ -786,8 +808,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                     "Writes OUT/manifest.jsonl (per clip: path, frames, fps, domain, task, texture_seed,\n"
                     "behaviour, camera, states), OUT/<domain>/<clip>.mp4, OUT/<domain>/<clip>.states.npy (true\n"
                     "qpos, qvel and mocap positions per frame, for linear probes) and OUT/render.json. Read it\n"
-                    "with rlpt.data.video.open_videos(OUT). Time: about 3-25 ms per frame on one CPU core\n"
-                    "(reflective floors are the slow case), e.g. 80 clips x 50 frames at 64x64 in about 1 min.")
+                    "with rlpt.data.video.open_videos(OUT). The defaults take minutes on a laptop CPU.")
     v.add_argument("--out", required=True, help="output folder (replaced only with --force)")
     v.add_argument("--domains", nargs="+", default=["cheetah", "walker", "hopper", "finger", "tabletop-push",
                                                      "tabletop-hand-push"],
@@ -806,7 +827,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                        description="Opens a folder of videos or frame folders, an SSv2/Ego4D-style list file or a "
                                    "manifest.jsonl as rlpt.data.video.open_videos does, reads every frame count, "
                                    "and prints the usable videos, frames per video, domains and the skipped videos "
-                                   "with reasons. About 2 ms per video file. With --write-manifest also writes a "
+                                   "with reasons, in seconds for most folders. With --write-manifest also writes a "
                                    "manifest.jsonl of the usable videos so later opens need no probing.")
     v.add_argument("path", help="folder, list file, manifest.jsonl or video file")
     v.add_argument("--clip-len", type=int, default=25, help="clip length the videos must cover")
@@ -815,11 +836,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     v.add_argument("--write-manifest", metavar="FILE", help="write a manifest.jsonl of the usable videos")
     v.set_defaults(func=cmd_video_info)
 
+    pl = nouns.add_parser(
+        "plot", help="overlay the learning curves of several runs, seeds as mean ± band (seconds)",
+        description="Reads each run folder's metrics.jsonl (or metrics.csv), groups runs whose config.yaml holds "
+                    "the same recipe apart from the seed, and draws one curve per group: the mean over seeds with "
+                    "a band (± std, or a bootstrap 95% interval of the mean with --band ci). A folder holding run "
+                    "folders (a sweep's output) stands for all of them. Writes one PNG (--out). Fails with the "
+                    "list of metrics the runs have when one lacks --metric.")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders holding run folders")
+    pl.add_argument("--metric", default="eval/normalized_score",
+                    help="metric to draw (eval/return for tasks without reference scores)")
+    pl.add_argument("--out", default="learning_curves.png", help="PNG path")
+    pl.add_argument("--band", choices=("std", "ci"), default="std",
+                    help="std: mean ± std over seeds; ci: 95%% percentile-bootstrap interval of the mean")
+    pl.set_defaults(func=cmd_plot)
+
     q = nouns.add_parser("quickstart", help="the whole pipeline on embedded defaults (minutes)",
                          description="Makes (or reuses) a hopper dataset, then runs Uni-O4 offline and online end to "
                                      "end and writes a report under --out: summary.json with a one-line story (data "
                                      "average, best BC member, offline, online), plots/offline_to_online.png, a "
-                                     "learning curve and an mp4. About 10 minutes on a 2-core CPU.")
+                                     "learning curve and an mp4. Takes minutes on a laptop CPU.")
     q.add_argument("--out", default="runs")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--threads", type=int, default=1,

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -49,13 +50,24 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
                 smoothing=0.1)
 
 
+# when a StatusLines last printed (time.monotonic()); at first, when rlpt began its work (this import), so the first
+# bar of a command counts from there too
+_last_line: list[float | None] = [time.monotonic()]
+
+
 class StatusLines:
     """The subset of tqdm's interface rlpt uses (`n`, `update`, `refresh`, `set_postfix`, iteration, context
-    manager), printing `desc: n/total (pct) | rate it/s | ETA | postfix` at most every `interval` seconds and
-    once at the end, one line each, for logs."""
+    manager), printing `desc: n/total (pct) | rate it/s | ETA | postfix` every `interval` seconds and once at the
+    end, one line each, for logs.
+
+    Updates print when `interval` has passed since the last line; with `heartbeat` (the default) a daemon thread
+    also prints the latest counts whenever `interval` passes without an update (work between progress updates,
+    such as evaluations or slow logging intervals, would otherwise leave the log silent). A bar opened within
+    `interval` of another bar's last line (or of rlpt's start) counts from it, so consecutive phases keep the
+    interval."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "",
-                 initial: int = 0, interval: float = 30.0, stream=None):
+                 initial: int = 0, interval: float = 30.0, stream=None, heartbeat: bool = True):
         self.iterable, self.desc, self.interval = iterable, desc, interval
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
@@ -63,12 +75,26 @@ class StatusLines:
         self.stream = stream if stream is not None else sys.stdout
         self.postfix = ""
         self.t0 = self.last = time.monotonic()
+        if _last_line[0] is not None and 0 <= self.t0 - _last_line[0] < interval:
+            self.last = _last_line[0]  # bars in a row (offline, online, report): the log's interval runs on
         self.closed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if heartbeat and interval > 0:
+            threading.Thread(target=self._heartbeat, name=f"status-{desc}", daemon=True).start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(max(self.last + self.interval - time.monotonic(), 0.01)):  # sleep until due
+            if time.monotonic() - self.last >= self.interval:
+                self._print()
 
     def __iter__(self):
-        for item in self.iterable or ():
-            yield item
-            self.update(1)
+        try:
+            for item in self.iterable or ():
+                yield item
+                self.update(1)
+        finally:  # as tqdm: the final line when the loop ends (or is left), and the heartbeat stops
+            self.close()
 
     def __enter__(self) -> StatusLines:
         return self
@@ -92,10 +118,13 @@ class StatusLines:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._stop.set()
             self._print(final=True)
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.t0, 1e-9)
+        if self.total is None and self.n == self.initial:  # a phase without counts: how long it has run
+            return " | ".join([f"{self.desc}: {_clock(elapsed)} elapsed", *([self.postfix] if self.postfix else [])])
         rate = (self.n - self.initial) / elapsed
         parts = [f"{self.desc}: {self.n}" + (f"/{self.total} ({100 * self.n / max(self.total, 1):.0f}%)"
                                               if self.total else "")]
@@ -107,8 +136,11 @@ class StatusLines:
         return " | ".join(parts)
 
     def _print(self, final: bool = False) -> None:
-        self.last = time.monotonic()
-        print(self.line() + (" | done" if final else ""), file=self.stream, flush=True)
+        with self._lock:  # the heartbeat thread and the worker never interleave or double a line
+            if not final and (self.closed or time.monotonic() - self.last < self.interval):
+                return  # closed, or the other thread has just printed
+            self.last = _last_line[0] = time.monotonic()
+            print(self.line() + (" | done" if final else ""), file=self.stream, flush=True)
 
 
 def _clock(seconds: float) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from rlpt.config import apply_overrides, load_yaml, set_dotted, validate
 from rlpt.errors import CheckpointError, ConfigError, RunError
+from rlpt.runs import MetricsLogger, RunDir, progress  # at import: the first status line counts from rlpt's start
 from rlpt.utils import repo_root, spearman
 
 __all__ = ["Recipe", "apply_overrides", "find_recipe", "load_recipe", "set_dotted", "train"]
@@ -169,7 +170,6 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
     from rlpt.agents.base import agent_class
     from rlpt.envs import make_env
     from rlpt.eval import evaluate, plot_learning_curve
-    from rlpt.runs import MetricsLogger, RunDir, progress
     from rlpt.utils import set_seed
 
     agent_cls = agent_class(recipe.agent, source=recipe.name)
@@ -345,38 +345,40 @@ def train(recipe: Recipe, *, out_root: Path = Path("runs"), data_root: Path = Pa
                 checkpoint()
 
     # ---------------------------------------------------------------- report
-    final = agent.save(run.path / "final")
-    video = None
-    if recipe.video_steps > 0:
+    # the video, plots and summary take a while on a busy CPU: a log still gets its status line every interval
+    with progress(desc=f"{recipe.agent} report (video, plots, summary)", quiet=quiet):
+        final = agent.save(run.path / "final")
+        video = None
+        if recipe.video_steps > 0:
+            try:
+                video = evaluate(agent, eval_env_spec, 1, seed=20_000 + recipe.seed, ref_scores=ref_scores,
+                                 video_path=run.videos / "final.mp4",
+                                 env_options={**env_options, "render_mode": "rgb_array",
+                                              "time_limit": recipe.video_steps}).video
+            except Exception as e:  # a video is a report extra: never lose a finished run over it
+                video = f"not written: {type(e).__name__}: {e}"
+                print(f"warning: final video {video}")
+        plot = None
         try:
-            video = evaluate(agent, eval_env_spec, 1, seed=20_000 + recipe.seed, ref_scores=ref_scores,
-                             video_path=run.videos / "final.mp4",
-                             env_options={**env_options, "render_mode": "rgb_array",
-                                          "time_limit": recipe.video_steps}).video
-        except Exception as e:  # a video is a report extra: never lose a finished run over it
-            video = f"not written: {type(e).__name__}: {e}"
-            print(f"warning: final video {video}")
-    plot = None
-    try:
-        plot = str(plot_learning_curve(run.path, title=f"{recipe.name} (seed {recipe.seed})"))
-    except ValueError:
-        pass
-    success_plot = None
-    if any("eval/success_rate" in e for phase in evals.values() for e in phase):  # tasks with a success predicate
-        success_plot = str(plot_learning_curve(run.path, run.path / "plots" / "success_rate.png",
-                                               keys=("eval/success_rate",),
-                                               title=f"{recipe.name} (seed {recipe.seed}): success rate"))
-    logger.close()
-    summary = summarize(recipe, agent, evals, ref_scores, dataset)
-    story_plot = None
-    if summary.get("ope", {}).get("bc_members"):
-        from rlpt.eval.plots import plot_offline_to_online
+            plot = str(plot_learning_curve(run.path, title=f"{recipe.name} (seed {recipe.seed})"))
+        except ValueError:
+            pass
+        success_plot = None
+        if any("eval/success_rate" in e for phase in evals.values() for e in phase):  # tasks with a success predicate
+            success_plot = str(plot_learning_curve(run.path, run.path / "plots" / "success_rate.png",
+                                                   keys=("eval/success_rate",),
+                                                   title=f"{recipe.name} (seed {recipe.seed}): success rate"))
+        logger.close()
+        summary = summarize(recipe, agent, evals, ref_scores, dataset)
+        story_plot = None
+        if summary.get("ope", {}).get("bc_members"):
+            from rlpt.eval.plots import plot_offline_to_online
 
-        story_plot = str(plot_offline_to_online(summary, run.plots / "offline_to_online.png",
-                                                title=f"{recipe.name} (seed {recipe.seed})"))
-    summary.update(run=str(run.path), final_checkpoint=str(final), video=video, plot=plot, success_plot=success_plot,
-                   story_plot=story_plot, seconds=round(time.time() - t_start, 1))
-    run.write_summary(summary)
+            story_plot = str(plot_offline_to_online(summary, run.plots / "offline_to_online.png",
+                                                    title=f"{recipe.name} (seed {recipe.seed})"))
+        summary.update(run=str(run.path), final_checkpoint=str(final), video=video, plot=plot,
+                       success_plot=success_plot, story_plot=story_plot, seconds=round(time.time() - t_start, 1))
+        run.write_summary(summary)
     env.close()
     return summary
 

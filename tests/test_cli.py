@@ -105,3 +105,40 @@ def test_cli_never_prints_a_traceback_without_debug(tmp_path, capsys, monkeypatc
     assert "internal error: ValueError: an unexpected bug" in err and "--debug" in err and "Traceback" not in err
     with pytest.raises(ValueError):
         main(["--debug", "robot", "check", "whatever.yaml"])
+
+
+def test_version_prints_the_package_version(capsys):
+    import rlpt
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rlpt {rlpt.__version__}"
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_help_texts_hold_no_measured_speeds_or_internal_notes():
+    """--help says roughly how long a command takes ("minutes on a laptop CPU"), never a measurement from one
+    machine or a note about how the project was built."""
+    import re
+
+    from rlpt.cli import build_parser
+
+    measured = re.compile(r"\d\s*(ms|s|min)\b|updates/s|it/s|~\s*\d|\b\d+(\.\d+)?x\b|\bH[12]00\b|issue[- #]?\d|"
+                          r"\d-core|benchmarks/results|project's", re.IGNORECASE)
+    texts = []
+    for parser in _all_parsers(build_parser()):
+        texts += [parser.description or ""] + [a.help or "" for a in parser._actions]
+        texts += [c.help or "" for a in parser._actions for c in getattr(a, "_choices_actions", [])]
+    assert len(texts) > 100  # every command's description and option help was seen
+    bad = [t for t in texts if measured.search(t)]
+    assert not bad, bad

@@ -2,48 +2,143 @@
 llama.cpp server, OpenAI itself) with images as base64 PNG `image_url` parts; `VLMSuccessReward` asks it,
 per image, whether the robot completed the task and turns the yes/no answer into a 1/0 reward.
 
-Only the standard library is used for HTTP. The API key is read from an environment variable at request
+HTTP goes through `httpx` (connection pooling, TLS, HTTP/1.1 parsing) on a transport whose network streams clamp
+every connect, read and write to the attempt's deadline. The API key is read from an environment variable at request
 time and sent as `Authorization: Bearer ...`; it never appears in logs, errors, reprs, `describe()` or the
 on-disk cache (whose key is a hash of the request body, which does not hold the key).
 
 Each HTTP attempt has one total deadline (`timeout`: connect, headers and body together -- a server that
-trickles bytes cannot stretch it) and a response size cap (`max_response_bytes`, read through
-`rlpt.utils.read_bounded`). Only answers that the caller's `accept` check passes are cached, so a refusal is
-asked again, not replayed. HTTP 401/403 raise `RewardAuthError`, which stops the run (reward wrappers fall back
-only on `RewardModelError`); `check_auth()` asks `GET {base_url}/models` once at start-up to fail early.
+trickles bytes cannot stretch it; httpx's own timeouts are per read) and a response size cap
+(`max_response_bytes`: a larger declared Content-Length fails before the body is read, a longer body as soon as it
+passes the cap). Retries (5xx, timeouts, connection errors, 429 with Retry-After) are this module's loop. Only
+answers that the caller's `accept` check passes are cached, so a refusal is asked again, not replayed. HTTP 401/403
+raise `RewardAuthError`, which stops the run (reward wrappers fall back only on `RewardModelError`);
+`check_auth()` asks `GET {base_url}/models` once at start-up to fail early.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import io
 import json
 import logging
 import os
 import random
 import re
-import socket
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpcore
+import httpx
 import numpy as np
 
-from rlpt.errors import ConfigError, InputLimitError, RewardAuthError, RewardModelError
+from rlpt.errors import ConfigError, RewardAuthError, RewardModelError
 from rlpt.rewards.base import RewardModel, RewardOutput, RewardQuery
-from rlpt.utils import read_bounded, write_text_atomic
+from rlpt.utils import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 _TRANSPORT_REASONS = ("timeout", "server_error", "rate_limited", "too_large")
 MAX_RESPONSE_BYTES = 8 * 2**20  # a chat completion is a few KiB
+
+
+class _Deadline(threading.local):
+    """The running attempt's deadline (a `time.monotonic()` instant), one per thread (requests run in worker
+    threads with `VLMSuccessReward(workers=k)`)."""
+
+    at: float | None = None
+
+    def clamp(self, timeout: float | None, error: type[Exception]) -> float | None:
+        """`timeout` cut to the time left; raises `error` (an httpcore timeout) once the deadline has passed."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise error("the attempt's total deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every read and write waits at most until the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self.inner, self.deadline = inner, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, self.deadline.clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, self.deadline.clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        timeout = self.deadline.clamp(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, timeout), self.deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's socket backend with connects (and the streams they open) bound by the attempt's deadline."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        self.inner, self.deadline = httpcore.SyncBackend(), deadline
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:
+        stream = self.inner.connect_tcp(host, port, self.deadline.clamp(timeout, httpcore.ConnectTimeout),
+                                        local_address, socket_options)
+        return _DeadlineStream(stream, self.deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+class _DeadlineTransport(httpx.BaseTransport):
+    """An httpx transport over an httpcore connection pool on `_DeadlineBackend` (httpx's own `HTTPTransport`
+    does not take a network backend). No proxies, no transport-level retries: the client retries itself."""
+
+    def __init__(self, deadline: _Deadline, max_connections: int = 32) -> None:
+        self.pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), max_connections=max_connections,
+                                            keepalive_expiry=5.0, network_backend=_DeadlineBackend(deadline))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        req = httpcore.Request(method=request.method, url=httpcore.URL(
+            scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
+            target=request.url.raw_path), headers=request.headers.raw, content=request.stream,
+            extensions=request.extensions)
+        resp = self.pool.handle_request(req)
+        return httpx.Response(resp.status, headers=resp.headers, stream=_ResponseStream(resp),
+                              extensions=resp.extensions)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    def __init__(self, resp: httpcore.Response) -> None:
+        self.resp = resp
+
+    def __iter__(self):
+        yield from self.resp.iter_stream()
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+_TIMEOUTS = (httpx.TimeoutException, httpcore.TimeoutException)
+_TRANSPORT_ERRORS = (httpx.TransportError, httpx.DecodingError, httpcore.NetworkError, httpcore.ProtocolError,
+                     httpcore.UnsupportedProtocol, OSError)
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -59,7 +154,7 @@ def encode_png(image: np.ndarray) -> str:
 
 
 class OpenAIChatClient:
-    """A small client for `POST {base_url}/chat/completions`.
+    """A client for `POST {base_url}/chat/completions` on httpx (one pooled `httpx.Client`; thread-safe).
 
     base_url: the API root, e.g. "http://127.0.0.1:8000/v1".
     model: the model name the server expects.
@@ -95,8 +190,15 @@ class OpenAIChatClient:
         self.headers = dict(headers or {})
         self.max_response_bytes = int(max_response_bytes)
         self._lock = threading.Lock()
+        self._deadline = _Deadline()
+        self._http = httpx.Client(transport=_DeadlineTransport(self._deadline), trust_env=False,
+                                  follow_redirects=False)
         self._counts: Counter[str] = Counter()
         self._failures: Counter[str] = Counter()
+
+    def close(self) -> None:
+        """Close the pooled connections (the client cannot send afterwards)."""
+        self._http.close()
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
@@ -131,7 +233,7 @@ class OpenAIChatClient:
         other outcome (no such endpoint, server down) is left to the requests themselves."""
         try:
             status, _, body = self._attempt("GET", self.base_url + "/models", None, self._headers(), 10.0)
-        except (RewardModelError, OSError, http.client.HTTPException) as err:
+        except (RewardModelError, TimeoutError, *_TIMEOUTS, *_TRANSPORT_ERRORS) as err:
             log.info("OpenAIChatClient: start-up check of %s/models skipped: %s", self.base_url, err)
             return
         if status in (401, 403):
@@ -211,51 +313,31 @@ class OpenAIChatClient:
         return min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
 
     def _attempt(self, method: str, url: str, data: bytes | None, headers: dict[str, str],
-                 timeout: float) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One HTTP request under one total deadline: a timer shuts the socket down when `timeout` seconds have
-        passed, whatever it is blocked on (connect, headers, a trickling body); the body is read through
-        `read_bounded` (at most `max_response_bytes`). Returns (status, headers, body)."""
-        u = urllib.parse.urlsplit(url)
-        conn_cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(u.hostname or "", u.port, timeout=timeout)
-        deadline = time.monotonic() + timeout
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            sock = conn.sock
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
+                 timeout: float) -> tuple[int, httpx.Headers, bytes]:
+        """One HTTP request under one total deadline: the transport clamps every connect, read and write to the
+        time left, so a peer that trickles headers or body cannot stretch it. A body larger than
+        `max_response_bytes` (declared, or as read) fails without being read whole. Returns (status, headers,
+        body); raises TimeoutError at the deadline."""
+        self._deadline.at = time.monotonic() + timeout
         try:
-            path = u.path + (f"?{u.query}" if u.query else "")
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            length = resp.getheader("Content-Length")
-            if length is not None and length.strip().isdigit() and int(length) > self.max_response_bytes:
-                raise InputLimitError(f"response of {int(length)} bytes")
-            sock = conn.sock
-            body = read_bounded(resp.read1, None, limit=self.max_response_bytes, deadline=deadline,
-                                set_timeout=None if sock is None else sock.settimeout, what="response body")
-            if expired.is_set():  # the timer cut the body short: that is a timeout, not an answer
-                raise TimeoutError(f"no answer within {timeout:g} s")
-            return resp.status, resp.msg, body
-        except InputLimitError as err:
-            raise RewardModelError(f"{url}: {err} exceeds max_response_bytes={self.max_response_bytes}",
-                                   reason="too_large") from None
-        except (OSError, http.client.HTTPException, ValueError) as err:
-            if expired.is_set() or isinstance(err, TimeoutError) or time.monotonic() >= deadline:
-                raise TimeoutError(f"no answer within {timeout:g} s") from None
-            raise
+            with self._http.stream(method, url, content=data, headers=headers, timeout=timeout) as resp:
+                length = resp.headers.get("Content-Length")
+                if length is not None and length.strip().isdigit() and int(length) > self.max_response_bytes:
+                    raise self._too_large(url, f"response of {int(length)} bytes")
+                body = bytearray()
+                for part in resp.iter_bytes():
+                    body += part
+                    if len(body) > self.max_response_bytes:
+                        raise self._too_large(url, "response body")
+                return resp.status_code, resp.headers, bytes(body)
+        except _TIMEOUTS:
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
         finally:
-            timer.cancel()
-            conn.close()
+            self._deadline.at = None
+
+    def _too_large(self, url: str, what: str) -> RewardModelError:
+        return RewardModelError(f"{url}: {what} exceeds max_response_bytes={self.max_response_bytes}",
+                                reason="too_large")
 
     def _post(self, data: bytes) -> bytes:
         """POST with retries; the response body of the first 2xx answer."""
@@ -272,7 +354,7 @@ class OpenAIChatClient:
             except TimeoutError:
                 last, status = RewardModelError(f"{self.url}: no answer within {self.timeout:g} s (in total)",
                                                 reason="timeout"), 0
-            except (OSError, http.client.HTTPException) as err:  # refused/reset connections, bad status lines
+            except _TRANSPORT_ERRORS as err:  # refused/reset connections, bad status lines
                 last, status = RewardModelError(f"{self.url}: connection failed: {self._redact(str(err))}",
                                                 reason="server_error"), 0
             if 200 <= status < 300:
