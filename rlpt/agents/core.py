@@ -188,9 +188,11 @@ class OfflineAgent(Agent):
         """Raw env rewards -> the rewards the agent trains on."""
         return r * self.reward_factor + self.reward_bias
 
-    def new_buffer(self) -> ReplayBuffer:
-        """An empty online replay buffer (image observations stay uint8)."""
-        return ReplayBuffer(self.config.buffer_size, self.obs_shape, self.act_dim, gamma=self.config.discount,
+    def new_buffer(self, capacity: int | None = None, gamma: float | None = None) -> ReplayBuffer:
+        """An empty online replay buffer (image observations stay uint8); the config's capacity and discount unless
+        given (a checkpoint's buffer is rebuilt with its own)."""
+        return ReplayBuffer(capacity or self.config.buffer_size, self.obs_shape, self.act_dim,
+                            gamma=self.config.discount if gamma is None else gamma,
                             obs_dtype=np.uint8 if self.pixel_obs else np.float32)
 
     # -------------------------------------------------------------- offline
@@ -277,6 +279,5 @@ class OfflineAgent(Agent):
         self.reward_factor = float(state.get("reward_factor", self.reward_factor))
         if state.get("buffer") is not None:
             buf = tensor_to_numpy_tree(state["buffer"])
-            self.buffer = ReplayBuffer(int(buf["capacity"]), self.obs_shape, self.act_dim, gamma=float(buf["gamma"]),
-                                       obs_dtype=np.uint8 if self.pixel_obs else np.float32)
+            self.buffer = self.new_buffer(int(buf["capacity"]), float(buf["gamma"]))
             self.buffer.load_state_dict(buf)
