@@ -198,6 +198,8 @@ class FaultProxy:
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
         self.fault: tuple | None = None
+        self.links = 0  # connections whose reply thread is still running
+        self._count = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -207,6 +209,8 @@ class FaultProxy:
             except OSError:
                 return
             s = socket.create_connection(self.target)
+            with self._count:
+                self.links += 1
             threading.Thread(target=self._up, args=(c, s), daemon=True).start()
             threading.Thread(target=self._down, args=(s, c), daemon=True).start()
 
@@ -241,7 +245,12 @@ class FaultProxy:
                 c.sendall(head + payload)
         except (OSError, ConnectionError):
             pass
+        # A fault armed for this link dies with it: on a loaded machine the reply it was meant for may never come
+        # through before the client gives up, and the next connection must not inherit it.
+        self.fault = None
         self._close(c, s)
+        with self._count:
+            self.links -= 1
 
     def close(self) -> None:
         self.srv.close()
@@ -262,6 +271,7 @@ def test_dropped_or_late_reply_stops_safely_and_keeps_recording(served, tmp_path
     assert not info["stopped"]  # the client cannot reach the server any more ...
     assert wait_for(lambda: drv.stops >= 1)  # ... but the server saw the link close and stopped the robot
     assert len(_load(tmp_path / "rec.hdf5")) == 3  # everything recorded before the fault is on disk
+    assert wait_for(lambda: proxy.links == 0)  # the faulty link is gone, and its fault with it
     env.reset()  # reconnects
     env.step([0.0, 1.0, 1.0])
     env.close()
