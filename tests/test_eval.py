@@ -96,3 +96,35 @@ def test_bootstrap_intervals_cover_the_difference_and_separate_distinct_arms():
     assert mean_std([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
     with pytest.raises(ValueError):
         bootstrap_ci([1.0])
+
+
+def test_iqm_resists_an_outlying_seed_and_matches_scipy_trim_mean():
+    from rlpt.eval.stats import bootstrap_ci, describe, iqm
+
+    values = [0.50, 0.52, 0.48, 0.51, 5.0]  # one run blew up
+    assert iqm(values) == pytest.approx(np.mean([0.50, 0.51, 0.52]))  # floor(5/4) = 1 dropped from each end
+    assert iqm([1.0, 2.0, 3.0]) == 2.0  # below 4 values nothing is dropped
+    assert iqm(list(range(8))) == pytest.approx(3.5)  # 2 dropped from each end
+    d = describe(values)
+    assert d["n"] == 5 and d["iqm"] < 0.6 < d["mean"]
+    assert d["iqm_ci"][0] <= d["iqm"] <= d["iqm_ci"][1] and d["mean_ci"][0] <= d["mean"] <= d["mean_ci"][1]
+    assert describe([0.3])["mean_ci"] is None  # one seed: no interval
+    with pytest.raises(ValueError, match="unknown statistic"):
+        bootstrap_ci(values, stat="median")
+
+
+def test_ratio_interval_and_aggregated_curves():
+    from rlpt.eval.stats import aggregate_curves, bootstrap_ratio_ci
+
+    fast, slow = [1000.0, 1200.0, 900.0, 1100.0, 1000.0], [4000.0, 3800.0, 4200.0, 4100.0, 3900.0]
+    r = bootstrap_ratio_ci(fast, slow, paired=True)
+    assert r["ratio"] == pytest.approx(5200 / 20000) and r["low"] < r["ratio"] < r["high"] < 0.5
+    with pytest.raises(ValueError, match="denominator"):
+        bootstrap_ratio_ci(fast, [0.0, 0.0])
+    curves = [{0: 0.0, 500: 0.2, 1000: 0.6}, {0: 0.1, 500: 0.4, 1000: 0.8, 1500: 0.9}]
+    agg = aggregate_curves(curves)
+    assert agg["steps"] == [0, 500, 1000]  # steps every seed has
+    assert agg["mean"] == pytest.approx([0.05, 0.3, 0.7])
+    assert all(lo <= m <= hi for lo, m, hi in zip(agg["low"], agg["mean"], agg["high"], strict=True))
+    one = aggregate_curves(curves[:1])
+    assert one["low"] == one["mean"] == one["high"]
