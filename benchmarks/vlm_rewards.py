@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also whe
 from harness import add_merge_arg, command_line, machine, part_summary, read_parts, set_threads, versions, write_result
 
 from rlpt.eval.plots import save_figure
+from rlpt.eval.stats import bootstrap_diff_ci, bootstrap_ratio_ci, describe
 from rlpt.train import load_recipe, train
 from rlpt.utils import merge_nested
 
@@ -75,23 +76,49 @@ def classifier_report(run: str) -> dict | None:
     return {"folder": model["path"], "heldout": rep.get("heldout"), "rollouts": rep.get("rollouts")}
 
 
+def online_mean(points: list[tuple[int, float]]) -> float | None:
+    """Mean success over the online evaluations (step 0, the offline policy, left out): the area under the
+    online success curve per evaluation, less noisy than one final evaluation and sensitive to speed."""
+    vals = [v for step, v in points if step > 0]
+    return float(np.mean(vals)) if vals else None
+
+
+def _points(a: list[float], b: list[float]) -> dict:
+    """Paired difference a - b in success-rate points with its bootstrap interval (seeds shared by both)."""
+    d = bootstrap_diff_ci(a, b, paired=True) if len(a) >= 2 else {"diff": a[0] - b[0], "low": None, "high": None}
+    return {k: (100 * v if k in ("diff", "low", "high") and v is not None else v) for k, v in d.items()}
+
+
 def summarize(experiment: str, results: dict) -> dict:
-    def mean(xs):
+    """Per condition: final success, offline success, online mean success, steps to 50% (rlpt.eval.stats.describe:
+    mean, std, IQM and bootstrap intervals over seeds); then the experiment's targets, each with a paired interval
+    over the seeds that ran both conditions."""
+    def desc(xs):
         xs = [x for x in xs if x is not None]
-        return {"mean": float(np.mean(xs)), "std": float(np.std(xs)), "n": len(xs)} if xs else None
+        return describe(xs) if xs else None
 
     rows = {}
     for cond in CONDITIONS[experiment]:
         runs = [r[cond] for r in results.values() if cond in r]
-        rows[cond] = {"final_success": mean([r["final_success"] for r in runs]),
-                      "offline_success": mean([r["offline_success"] for r in runs]),
-                      "steps_to_50": mean([r["steps_to_50"] for r in runs]),
+        rows[cond] = {"final_success": desc([r["final_success"] for r in runs]),
+                      "offline_success": desc([r["offline_success"] for r in runs]),
+                      "online_mean_success": desc([online_mean(r["curve"]) for r in runs]),
+                      "steps_to_50": desc([r["steps_to_50"] for r in runs]),
                       "reached_50": sum(r["steps_to_50"] is not None for r in runs),
-                      "max_dip_first_2k": mean([r["max_dip_first_2k"] for r in runs])}
+                      "max_dip_first_2k": desc([r["max_dip_first_2k"] for r in runs])}
+
+    def pair(a: str, b: str, key: str = "final_success") -> tuple[list[float], list[float]]:
+        both = [r for r in results.values() if a in r and b in r]
+        get = (lambda x: online_mean(x["curve"])) if key == "online_mean_success" else (lambda x: x[key])
+        return [get(r[a]) for r in both], [get(r[b]) for r in both]
+
     t: dict = {}
     f = {c: (rows[c]["final_success"] or {}).get("mean") for c in rows}
     if experiment == "robofume" and f["classifier"] is not None and f["ground_truth"] is not None:
         t["classifier_minus_gt_points"] = 100 * (f["classifier"] - f["ground_truth"])
+        a, b = pair("classifier", "ground_truth")
+        if len(a) >= 2:
+            t["classifier_minus_gt_interval"] = _points(a, b)
         t["within_15_points"] = abs(t["classifier_minus_gt_points"]) <= 15
         fps = [r["classifier"]["classifier_fp_rate"] for r in results.values()
                if "classifier" in r and r["classifier"].get("classifier_fp_rate") is not None]
@@ -108,25 +135,37 @@ def summarize(experiment: str, results: dict) -> dict:
         paired = [r for r in results.values() if "sparse" in r and "dense" in r]
         informative = [r for r in paired if r["sparse"]["offline_success"] < 0.5]
 
-        def steps50(cond: str) -> float | None:
-            vals = [r[cond]["steps_to_50"] if r[cond]["steps_to_50"] is not None else r[cond]["online_steps"]
+        def steps50(cond: str) -> list[float]:
+            return [r[cond]["steps_to_50"] if r[cond]["steps_to_50"] is not None else r[cond]["online_steps"]
                     for r in informative]
-            return float(np.mean(vals)) if vals else None
 
         t["steps_to_50_seeds_used"] = len(informative)
         t["steps_to_50_seeds_offline_already_50"] = len(paired) - len(informative)
         s50, d50 = steps50("sparse"), steps50("dense")
-        if s50 is not None and d50 is not None:
-            t["sparse_steps_to_50"], t["dense_steps_to_50"] = s50, d50
-            t["dense_steps_over_sparse_steps"] = d50 / s50 if s50 > 0 else None
+        if s50 and d50:
+            t["sparse_steps_to_50"], t["dense_steps_to_50"] = float(np.mean(s50)), float(np.mean(d50))
+            ratio = t["dense_steps_to_50"] / t["sparse_steps_to_50"] if t["sparse_steps_to_50"] > 0 else None
+            t["dense_steps_over_sparse_steps"] = ratio
+            if len(s50) >= 2 and np.mean(s50) > 0:
+                t["dense_over_sparse_interval"] = bootstrap_ratio_ci(d50, s50, paired=True)
             t["sparse_never_reached_50_in_some_seeds"] = any(r["sparse"]["steps_to_50"] is None for r in informative)
-            t["dense_half_the_steps"] = d50 <= 0.5 * s50
+            t["dense_half_the_steps"] = ratio is not None and ratio <= 0.5
+        if f.get("dense") is not None:
+            a, b = pair("dense", "sparse", "online_mean_success")
+            if a:
+                t["dense_minus_sparse_online_mean_points"] = _points(a, b)
         if f.get("dense") is not None and f.get("noise_0.05") is not None:
             t["noise_loss_points"] = 100 * (f["dense"] - f["noise_0.05"])
+            a, b = pair("dense", "noise_0.05")
+            if len(a) >= 2:
+                t["noise_loss_interval"] = _points(a, b)
             t["noise_loses_le_10"] = t["noise_loss_points"] <= 10
         for c in ("wrong_contact", "wrong_contact_potential"):
             if f.get(c) is not None:
                 t[f"{c}_minus_sparse_points"] = 100 * (f[c] - f["sparse"])
+                a, b = pair(c, "sparse")
+                if len(a) >= 2:
+                    t[f"{c}_minus_sparse_interval"] = _points(a, b)
                 t[f"{c}_ge_sparse_minus_10"] = t[f"{c}_minus_sparse_points"] >= -10
     return {"conditions": rows, "targets": t}
 
