@@ -94,3 +94,15 @@ def test_matmul_recorder_counts_forward_and_backward_flops():
     with rec:
         batched(x).sum().backward()
     assert sum(call[3] for call in rec.calls) == 3 * flops  # three members, one bmm per layer and pass
+
+
+def test_resummarize_replaces_only_the_summary(tmp_path):
+    path = tmp_path / "r.json"
+    harness.write_result(path, {"command": "x", "runs": {"0": 1.0, "1": 3.0}, "summary": {"mean": 0.0}})
+    before = json.loads(path.read_text())
+    harness.resummarize([path], lambda r: {"summary": {"mean": sum(r["runs"].values()) / len(r["runs"])}})
+    after = json.loads(path.read_text())
+    assert after["summary"] == {"mean": 2.0}
+    assert {k: v for k, v in after.items() if k != "summary"} == {k: v for k, v in before.items() if k != "summary"}
+    with pytest.raises(ValueError, match="missing.json"):
+        harness.resummarize([tmp_path / "missing.json"], lambda r: {})
