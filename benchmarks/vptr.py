@@ -268,7 +268,8 @@ def summarize(rows: list[dict]) -> dict:
     (`n`, `seeds` say which); rows of a killed run lack the later numbers. Also success and return at the largest
     offline and online curve steps that all rows reached (online rows are comparable only where their
     offline_steps_run agree), and each arm's success minus scratch's with a bootstrap 95% interval, paired over the
-    seeds both have (`<key>_minus_scratch`)."""
+    seeds both have (`<key>_minus_scratch`; the online ones only where both arms ran the same offline updates per
+    seed)."""
     out: dict = {}
     commons = {phase: common_step(rows, phase) for phase in ("offline", "online")}
     for arm in ARMS:
@@ -300,9 +301,13 @@ def summarize(rows: list[dict]) -> dict:
                 cell[f"{key}_vs_scratch"] = round(mean / base, 3) if base and mean is not None else None
             if arm == "scratch":
                 continue
+            same_offline = (dict(zip(cell["seeds"], cell["offline_steps_run"], strict=True))
+                            == dict(zip(out["scratch"]["seeds"], out["scratch"]["offline_steps_run"], strict=True)))
             for key in ("offline_success_rate", "online_success_rate", "offline_success_at_common_step",
                         "online_success_at_common_step"):
                 a, b = cell.get(key), out["scratch"].get(key)
+                if key.startswith("online") and not same_offline:
+                    continue  # online phases that started from different offline budgets are not compared
                 if a and b and a.get("step") == b.get("step"):  # arm - scratch, paired over shared seeds
                     cell[f"{key}_minus_scratch"] = diff_by_seed(dict(zip(a["seeds"], a["values"], strict=True)),
                                                                 dict(zip(b["seeds"], b["values"], strict=True)))

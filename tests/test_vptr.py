@@ -444,6 +444,11 @@ def test_vptr_report_gives_intervals_and_paired_differences_to_scratch():
     assert d["low"] == pytest.approx(0.0) and d["high"] == pytest.approx(0.2)  # per-seed differences 0.1, 0.2, 0.0
     assert "offline_success_rate_minus_scratch" not in summary["scratch"]
     assert "+0.10 [+0.00, +0.20]" in bench.table(summary)
+    assert summary["icvf"]["online_success_rate_minus_scratch"]["diff"] == pytest.approx(0.1)
+    longer = [_row("scratch", seed, [(1000, v), (2000, v)], [(500, v)]) for seed, v in enumerate(scratch)]
+    uneven = bench.summarize(rows[:3] + longer)  # scratch's online phase started after more offline updates
+    assert "offline_success_at_common_step_minus_scratch" in uneven["icvf"]
+    assert not any(k.startswith("online") and k.endswith("minus_scratch") for k in uneven["icvf"])
 
 
 def test_rank_order_scores_rising_values_one_and_skips_constant_rows():
