@@ -39,8 +39,9 @@ baseline; `scratch-ctx` (contextual architecture from random weights) can be add
   ridge strength picked by episode-grouped cross-validation on the train episodes), for `af_feat` (action-free
   RSSM) and `feat` (action-conditioned RSSM). A probe on raw pixels is recorded once for scale.
 
-Report: per init, mean ± std (sample std over seeds) of the final metrics and of their mean over the curve; the
-effects (contextwm vs scratch, contextwm vs plain, plain vs scratch) as % change, as measured; the pretraining
+Report: per init, mean ± std (sample std over seeds), IQM and bootstrap 95% intervals (`rlpt.eval.stats.describe`)
+of the final metrics and of their mean over the curve; the effects (contextwm vs scratch, contextwm vs plain, plain
+vs scratch) as % change, as measured, with bootstrap 95% intervals paired over seeds; the pretraining
 time; the curves (a PNG next to the JSON). benchmarks/results/contextwm.json is written after every finished run
 and a re-run skips finished runs (same settings required; add seeds or inits freely).
 
@@ -72,7 +73,18 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
-from harness import add_merge_arg, command_line, loadavg, machine, read_parts, set_threads, versions, write_result
+from harness import (
+    add_merge_arg,
+    add_resummarize_arg,
+    command_line,
+    loadavg,
+    machine,
+    read_parts,
+    resummarize,
+    set_threads,
+    versions,
+    write_result,
+)
 
 # numpy's OpenBLAS threads thrash on a shared 2-core machine (an SVD ran 10x slower): one thread unless told otherwise
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -85,6 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlpt.errors import ConfigError  # noqa: E402
 from rlpt.eval.plots import save_figure  # noqa: E402
+from rlpt.eval.stats import aggregate_curves, bootstrap_ratio_ci, describe, diff_by_seed, paired_values  # noqa: E402
 from rlpt.utils import merge_nested, resolve_device, set_seed, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -417,8 +430,11 @@ LOWER_IS_BETTER = {"open_loop_mse": True, "reward_mse": True, "recon_mse": True,
 
 
 def summarize(runs: dict[str, dict], inits: list[str]) -> tuple[dict, dict]:
-    """Per init mean ± sample std over seeds; effects between inits as % change (and R^2 differences)."""
+    """Per init `describe` over seeds (mean ± sample std, IQM, bootstrap intervals); effects between inits as %
+    change (and R^2 differences), with bootstrap 95% intervals paired over the seeds both inits ran: of the
+    difference (`diff_ci`) and, for the error metrics, of the % change of the means (`pct_change_ci`)."""
     table: dict[str, Any] = {}
+    by_seed: dict[str, dict[str, dict[int, float]]] = {}  # init -> "final/metric" -> {seed: value}
     for init in inits:
         rs = [r for r in runs.values() if r["init"] == init]
         if not rs:
@@ -427,8 +443,8 @@ def summarize(runs: dict[str, dict], inits: list[str]) -> tuple[dict, dict]:
         for which in ("final", "curve_mean"):
             for k in METRICS:
                 v = np.array([r[which][k] for r in rs], float)
-                row[f"{which}/{k}"] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                                       "values": v.round(6).tolist()}
+                row[f"{which}/{k}"] = {**describe(v, ddof=1), "values": v.round(6).tolist()}
+                by_seed.setdefault(init, {})[f"{which}/{k}"] = {r["seed"]: r[which][k] for r in rs}
         table[init] = row
     effects: dict[str, Any] = {}
     for a, b in (("contextwm", "scratch"), ("contextwm", "plain"), ("plain", "scratch"),
@@ -446,6 +462,14 @@ def summarize(runs: dict[str, dict], inits: list[str]) -> tuple[dict, dict]:
                      "diff_over_pooled_std": (ma - mb) / pooled if pooled > 0 else None}
                 if not LOWER_IS_BETTER[k]:
                     e["difference"] = ma - mb
+                va, vb = by_seed[a][f"{which}/{k}"], by_seed[b][f"{which}/{k}"]
+                e["diff_ci"] = diff_by_seed(va, vb)
+                seeds, xa, xb = paired_values(va, vb)
+                if LOWER_IS_BETTER[k] and len(seeds) >= 2 and xb.mean() > 0:  # errors: positive, ratio of means
+                    r = bootstrap_ratio_ci(xa, xb, paired=True)
+                    e["pct_change_ci"] = [100.0 * (r["low"] - 1.0), 100.0 * (r["high"] - 1.0)]
+                else:
+                    e["pct_change_ci"] = None
                 eff[f"{which}/{k}"] = e
         effects[f"{a} vs {b}"] = eff
     return table, effects
@@ -453,7 +477,8 @@ def summarize(runs: dict[str, dict], inits: list[str]) -> tuple[dict, dict]:
 
 def plot_curves(runs: dict[str, dict], inits: list[str], path: Path, title: str,
                 baselines: dict[str, Any] | None = None) -> Path:
-    """Mean ± std over seeds per init, one panel per metric; dashed lines: the baselines for scale."""
+    """Mean over seeds per init with a bootstrap 95% interval (`aggregate_curves`), one panel per metric; dashed
+    lines: the baselines for scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,11 +494,9 @@ def plot_curves(runs: dict[str, dict], inits: list[str], path: Path, title: str,
             rs = [r for r in runs.values() if r["init"] == init]
             if not rs:
                 continue
-            steps = np.array([p["update"] for p in rs[0]["curve"]])
-            vals = np.array([[p[key] for p in r["curve"]] for r in rs])  # (seeds, points)
-            m, s = vals.mean(0), vals.std(0, ddof=1) if len(rs) > 1 else np.zeros(len(steps))
-            ax.plot(steps, m, marker="o", ms=3, color=colors.get(init), label=f"{init} (n={len(rs)})")
-            ax.fill_between(steps, m - s, m + s, color=colors.get(init), alpha=0.15)
+            agg = aggregate_curves([{p["update"]: p[key] for p in r["curve"]} for r in rs])
+            ax.plot(agg["steps"], agg["mean"], marker="o", ms=3, color=colors.get(init), label=f"{init} (n={len(rs)})")
+            ax.fill_between(agg["steps"], agg["low"], agg["high"], color=colors.get(init), alpha=0.15)
         ref = {"open_loop_mse": ("copy last observed frame", "open_loop_mse_copy_last_frame"),
                "probe_r2_feat": ("raw-pixel probe", "probe_raw_pixels_r2"),
                "probe_r2_af_feat": ("raw-pixel probe", "probe_raw_pixels_r2"),
@@ -515,17 +538,21 @@ def agent_return_run(init: str, seed: int, args, pretrained: dict[str, Any], wor
 
 
 def summarize_agent_return(ar: dict[str, Any]) -> dict[str, Any]:
-    """Part two: final eval return per init, mean ± sample std over seeds, and ContextWM minus scratch."""
+    """Part two: final eval return per init over seeds (`describe`: mean ± sample std, IQM, bootstrap intervals), and
+    ContextWM minus scratch (difference of the means, and `contextwm_minus_scratch_ci`: the difference with a
+    bootstrap 95% interval, paired over the seeds both ran)."""
     table: dict[str, Any] = {}
+    returns: dict[str, dict[int, float]] = {}
     for init in ("scratch", "contextwm"):
         rs = sorted((r for k, r in ar.items() if isinstance(r, dict) and r.get("init") == init
                      and r.get("online_return") is not None), key=lambda r: r["seed"])
         if rs:
             v = np.array([r["online_return"] for r in rs], float)
-            table[init] = {"seeds": [r["seed"] for r in rs], "mean": float(v.mean()),
-                           "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.round(3).tolist()}
+            table[init] = {"seeds": [r["seed"] for r in rs], **describe(v, ddof=1), "values": v.round(3).tolist()}
+            returns[init] = {r["seed"]: r["online_return"] for r in rs}
     if "scratch" in table and "contextwm" in table:
         table["contextwm_minus_scratch"] = table["contextwm"]["mean"] - table["scratch"]["mean"]
+        table["contextwm_minus_scratch_ci"] = diff_by_seed(returns["contextwm"], returns["scratch"])
     return table
 
 
@@ -540,11 +567,10 @@ def plot_agent_return(ar: dict[str, Any], path: Path, title: str) -> Path:
         curves = [r["curve"] for r in ar.values() if isinstance(r, dict) and r.get("init") == init and r.get("curve")]
         for c in curves:
             ax.plot([p["online_step"] for p in c], [p["return"] for p in c], color=color, alpha=0.3, lw=1)
-        lengths = {len(c) for c in curves}
-        if curves and len(lengths) == 1:
-            ys = np.array([[p["return"] for p in c] for c in curves])
-            ax.plot([p["online_step"] for p in curves[0]], ys.mean(0), color=color, lw=2,
-                    label=f"{init} (mean of {len(curves)})")
+        if curves:
+            agg = aggregate_curves([{p["online_step"]: p["return"] for p in c} for c in curves])
+            ax.plot(agg["steps"], agg["mean"], color=color, lw=2, label=f"{init} (mean of {len(curves)})")
+            ax.fill_between(agg["steps"], agg["low"], agg["high"], color=color, alpha=0.15)
     ax.set_xlabel("online env steps (agent steps, action repeat 2)")
     ax.set_ylabel("eval return")
     ax.grid(alpha=0.3)
@@ -570,7 +596,7 @@ def merge_parts(files: list[str], out: Path) -> int:
                                                    f"ContextWM agent on {RECIPE}: eval return"), ROOT)
     phase_b_plot = plot_curves(base["runs"], list(INITS), out.with_name(out.stem + "_finetune.png"),
                                f"ContextWM transfer: world-model fine-tuning on {base['settings']['target']} "
-                               "(held-out looks), mean ± std over seeds",
+                               "(held-out looks), mean and bootstrap 95% interval over seeds",
                                base["baselines"])
     merged = {**base, "agent_return": ar, "plot": os.path.relpath(phase_b_plot, ROOT),
               "commands": [c for p in parts for c in p.get("commands", [])],
@@ -584,6 +610,11 @@ def merge_parts(files: list[str], out: Path) -> int:
 # ============================================================================ main
 def _pct(effect: dict[str, Any]) -> str:
     return "n/a" if effect["pct_change"] is None else f"{effect['pct_change']:+.1f}%"
+
+
+def _pct_ci(effect: dict[str, Any]) -> str:
+    ci = effect.get("pct_change_ci")
+    return "" if not ci else f"[{ci[0]:+.1f}%, {ci[1]:+.1f}%]"
 
 
 def main() -> int:
@@ -610,6 +641,7 @@ def main() -> int:
     p.add_argument("--agent-eval-interval", type=int, default=2000,
                    help="online steps between part two's evaluations (0: only at the end; default 2000)")
     add_merge_arg(p)  # part two of parallel invocations (copies of one results file)
+    add_resummarize_arg(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default=None, help="cache folder (default data/contextwm_bench[_quick])")
@@ -618,6 +650,16 @@ def main() -> int:
     p.add_argument("--fresh", action="store_true", help="discard finished runs in --out instead of skipping them")
     p.add_argument("--quiet", action="store_true", default=None)
     args = p.parse_args()
+    if args.resummarize:
+        def summaries(report: dict) -> dict:
+            table, effects = summarize(report["runs"], list(INITS))
+            new: dict = {"summary": table, "effects": effects}
+            if ar := report.get("agent_return"):
+                new["agent_return"] = {**ar, "summary": summarize_agent_return(ar)}
+            return new
+
+        resummarize(args.resummarize, summaries)
+        return 0
     if args.merge:
         return merge_parts(args.merge, Path(args.out) if args.out else ROOT / "benchmarks" / "results" /
                            "contextwm.json")
@@ -648,8 +690,8 @@ def main() -> int:
     out = Path(args.out) if args.out else (work / "contextwm_quick.json" if args.quick
                                            else ROOT / "benchmarks" / "results" / "contextwm.json")
     plot_path = out.with_name(out.stem + "_finetune.png")
-    plot_title = (f"ContextWM transfer: world-model fine-tuning on {args.target} (held-out looks), mean ± std over "
-                  f"seeds")
+    plot_title = (f"ContextWM transfer: world-model fine-tuning on {args.target} (held-out looks), mean and bootstrap "
+                  f"95% interval over seeds")
 
     settings = {k: getattr(args, k) for k in ("pretrain_steps", "updates", "eval_every", "render_clips",
                                               "render_frames", "image_size", "target", "train_episodes",
@@ -764,7 +806,7 @@ def main() -> int:
     for name, eff in result.get("effects", {}).items():
         ol, pr = eff["final/open_loop_mse"], eff["final/probe_r2_feat"]
         rw = eff["final/reward_mse"]
-        print(f"{name:26s} open-loop MSE {_pct(ol)}   probe R2 (feat) {pr['difference']:+.3f}   "
+        print(f"{name:26s} open-loop MSE {_pct(ol)} {_pct_ci(ol)}   probe R2 (feat) {pr['difference']:+.3f}   "
               f"reward MSE {_pct(rw)}   (final; negative % = lower error)")
     for kind, pre in result["pretrain"].items():
         print(f"pretraining {kind}: {pre['steps']} updates, {pre['wall_seconds']:.0f} s wall, "

@@ -19,7 +19,9 @@
 3. Adaptation to new rewards (TASKS below: three per DAG): exact L1 and modes covered vs steps for OC-GFN exact
    conversion (0 steps), the OC-GFN amortized adapter, and TB from scratch (modes found too).
    Target: OC-GFN reaches the scratch run's final L1 within a third of the scratch steps.
-Writes benchmarks/results/gfn.json (per seed, and a summary); finished parts are kept when it is rerun.
+Writes benchmarks/results/gfn.json (per seed, and a summary: mean ± std, IQM and bootstrap intervals over seeds, and
+paired intervals of the differences between arms); finished parts are kept when it is rerun. --resummarize FILE
+recomputes a results file's summary from its stored seeds.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import (
     add_merge_arg,
+    add_resummarize_arg,
     command_line,
     loadavg,
     machine,
     part_summary,
     read_parts,
+    resummarize,
     set_threads,
     versions,
     write_result,
@@ -51,6 +55,7 @@ from harness import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rlpt.eval.stats import describe, diff_by_seed  # noqa: E402
 from rlpt.gfn.envs import HyperGrid, Reward, make_dag_env  # noqa: E402
 from rlpt.gfn.evaluate import exact_metrics, masked_log_softmax  # noqa: E402
 from rlpt.gfn.gflownet import GFlowNet  # noqa: E402
@@ -251,23 +256,20 @@ def pretrain_and_adapt(task: str, seed: int, args: argparse.Namespace, log) -> d
 
 
 def summarize(seeds: dict) -> dict:
-    """Mean/std over seeds of the headline numbers per task and reward."""
+    """The headline numbers per task and reward over seeds (`describe`: mean ± std, IQM, bootstrap intervals), and
+    the differences a claim rests on with bootstrap 95% intervals paired over seeds (crude at 3 seeds)."""
     def stat(xs: list) -> dict | None:
         xs = [x for x in xs if x is not None]
-        return {"mean": float(np.mean(xs)), "std": float(np.std(xs)), "n": len(xs)} if xs else None
+        return describe(xs) if xs else None
 
-    def paired_ci(a: list, b: list, n: int = 10000) -> dict | None:
-        """Mean of a - b over seeds and a percentile-bootstrap 95% interval (resampling seeds; crude at 3 seeds)."""
-        d = np.array([x - y for x, y in zip(a, b, strict=True) if x is not None and y is not None])
-        if not len(d):
-            return None
-        boot = d[np.random.default_rng(0).integers(0, len(d), (n, len(d)))].mean(1)
-        return {"mean": float(d.mean()), "ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-                "n": len(d)}
+    def paired_ci(keys: list, a: list, b: list) -> dict | None:
+        """a - b over the seeds (`keys`, one per value) that have both, with a paired bootstrap 95% interval."""
+        return diff_by_seed(dict(zip(keys, a, strict=True)), dict(zip(keys, b, strict=True)))
 
     summary: dict = {}
     runs = list(seeds.values())
     tb = [r["tb"] for r in runs if "tb" in r]
+    tb_seeds = [k for k, r in seeds.items() if "tb" in r]
     if tb:
         tg = [r.get("torchgfn") or {} for r in tb]
 
@@ -287,7 +289,7 @@ def summarize(seeds: dict) -> dict:
             "torchgfn_final_l1": stat([(t.get("curve") or [{}])[-1].get("l1") for t in tg]),
             "rlpt_final_l1_per_seed": [r["rlpt"]["curve"][-1]["l1"] for r in tb],
             "torchgfn_final_l1_per_seed": [(t.get("curve") or [{}])[-1].get("l1") for t in tg],
-            "final_l1_rlpt_minus_torchgfn": paired_ci([r["rlpt"]["curve"][-1]["l1"] for r in tb],
+            "final_l1_rlpt_minus_torchgfn": paired_ci(tb_seeds, [r["rlpt"]["curve"][-1]["l1"] for r in tb],
                                                      [(t.get("curve") or [{}])[-1].get("l1") for t in tg])}
     for task in TASKS:
         rows = [r[task] for r in runs if task in r]
@@ -296,9 +298,14 @@ def summarize(seeds: dict) -> dict:
         t = summary[task] = {"pretrain_success": stat([r["pretrain"]["curve"][-1]["success_rate"] for r in rows])}
         for name in TASKS[task]["rewards"]:
             cells = [r["adapt"][name] for r in rows if name in r["adapt"]]
-            t[name] = {"scratch_final_l1": stat([c["scratch_final_l1"] for c in cells]),
-                       "exact_l1": stat([c["exact"]["l1"] for c in cells]),
-                       "amortized_final_l1": stat([c["amortized"]["curve"][-1]["l1"] for c in cells]),
+            keys = [k for k, r in seeds.items() if task in r and name in r[task]["adapt"]]
+            scratch = [c["scratch_final_l1"] for c in cells]
+            exact = [c["exact"]["l1"] for c in cells]
+            amortized = [c["amortized"]["curve"][-1]["l1"] for c in cells]
+            t[name] = {"scratch_final_l1": stat(scratch), "exact_l1": stat(exact),
+                       "amortized_final_l1": stat(amortized),
+                       "exact_minus_scratch_l1": paired_ci(keys, exact, scratch),
+                       "amortized_minus_scratch_l1": paired_ci(keys, amortized, scratch),
                        "exact_within_third": sum(c["target_exact_within_third"] for c in cells),
                        "amortized_within_third": sum(c["target_amortized_within_third"] for c in cells),
                        "seeds": len(cells)}
@@ -366,8 +373,12 @@ def main() -> None:
     p.add_argument("--skip-torchgfn", action="store_true")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "gfn.json"))
     add_merge_arg(p)
+    add_resummarize_arg(p)
     p.add_argument("--table", action="store_true", help="print the markdown tables of --out (docs/gfn.md) and exit")
     args = p.parse_args()
+    if args.resummarize:
+        resummarize(args.resummarize, lambda report: {"summary": summarize(report["seeds"])})
+        return
     if args.table:
         print(tables(json.loads(Path(args.out).read_text())))
         return

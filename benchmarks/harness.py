@@ -21,7 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +204,26 @@ def part_summary(files: Sequence[str | os.PathLike], parts: Sequence[dict[str, A
                  keys: Sequence[str] = ("command", "machine")) -> list[dict[str, Any]]:
     """[{"file": f, <keys of that part>}...]: the provenance list a merged report keeps of its parts."""
     return [{"file": str(f), **{k: part.get(k) for k in keys}} for f, part in zip(files, parts, strict=True)]
+
+
+def add_resummarize_arg(p: argparse.ArgumentParser) -> None:
+    """`--resummarize FILE [FILE ...]`: recompute the summary of committed result files from their stored runs."""
+    p.add_argument("--resummarize", nargs="+", metavar="JSON", help="recompute the summary parts of these result "
+                   "files from the per-seed results they store (nothing else in them changes) and exit")
+
+
+def resummarize(files: Sequence[str | os.PathLike], summaries: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Rewrite each result file with `summaries(report)` (the keys it returns, computed from the stored per-seed
+    results, replace those in the report) and everything else as it was. Raises ValueError naming the file when
+    it cannot be read."""
+    for f in files:
+        path = Path(f)
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--resummarize: cannot read {f}: {e}") from e
+        new = summaries(report)
+        for key, value in new.items():
+            report[key] = value
+        write_result(path, report)
+        print(f"{path}: recomputed {', '.join(new)}")

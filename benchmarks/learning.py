@@ -11,7 +11,8 @@ Per dataset and seed it runs (CPU presets from agents/*/<dataset>-cpu.yaml, budg
   phases (`--offline-budget` overrides; Cal-QL may be given a smaller budget with `--calql-budget`,
   reported as such);
 - SB3 PPO from scratch for the same number of online env steps.
-Reports final ("last") normalized scores, mean ± std over seeds, and the issue's targets:
+Reports final ("last") normalized scores over seeds (`rlpt.eval.stats.describe`: mean ± std, IQM, bootstrap 95%
+intervals), paired bootstrap intervals of the differences a claim rests on, and the issue's targets:
 Uni-O4 >= best BC member + 10 (medium-replay), Spearman(OPE, return) >= 0.6, first online eval >= 0.9 x
 offline, Uni-O4 after the online budget > PPO from scratch. Results: benchmarks/results/learning.json
 (partial results are saved after every run, so an interrupted benchmark keeps what it measured).
@@ -29,12 +30,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
-from harness import add_merge_arg, command_line, machine, part_summary, read_parts, set_threads, versions, write_result
+from harness import (
+    add_merge_arg,
+    add_resummarize_arg,
+    command_line,
+    machine,
+    part_summary,
+    read_parts,
+    resummarize,
+    set_threads,
+    versions,
+    write_result,
+)
 
 from rlpt.agents.base import agent_class
 from rlpt.envs import make_env
 from rlpt.eval import evaluate
-from rlpt.eval.stats import bootstrap_diff_ci
+from rlpt.eval.stats import describe, diff_by_seed
 from rlpt.train import _load_dataset, load_recipe, ope_report, train
 from rlpt.utils import merge_nested, set_seed
 
@@ -106,8 +118,9 @@ def summarize(results: dict) -> dict:
     out = {}
     def stat_of(per_seed: dict):
         def stat(key, algo):
+            """describe() over the seeds that have the number: mean, std, n, IQM and bootstrap intervals."""
             vals = [r[algo][key] for r in per_seed.values() if algo in r and r[algo].get(key) is not None]
-            return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)} if vals else None
+            return describe(vals) if np.isfinite(vals).any() else None
 
         return stat
 
@@ -123,13 +136,11 @@ def summarize(results: dict) -> dict:
                "acceptances_not_worse": stat("acceptances_not_worse", "unio4")}
 
         def paired(a: tuple[str, str], b: tuple[str, str], per_seed: dict = per_seed):
-            """Per-seed difference a - b with a paired bootstrap 95% interval (seeds that have both)."""
-            seeds = [s for s, r in per_seed.items() if r.get(a[1], {}).get(a[0]) is not None
-                     and r.get(b[1], {}).get(b[0]) is not None]
-            if len(seeds) < 2:
-                return None
-            return bootstrap_diff_ci([per_seed[s][a[1]][a[0]] for s in seeds],
-                                     [per_seed[s][b[1]][b[0]] for s in seeds], paired=True)
+            """Difference a - b with a bootstrap 95% interval, paired over the seeds that have both."""
+            def by_seed(key, algo):
+                return {s: r[algo][key] for s, r in per_seed.items() if r.get(algo, {}).get(key) is not None}
+
+            return diff_by_seed(by_seed(*a), by_seed(*b))
 
         row["ci"] = {"unio4_minus_iql": paired(("offline_score", "unio4"), ("offline_score", "iql")),
                      "unio4_minus_best_bc": paired(("offline_score", "unio4"), ("best_bc_member", "unio4")),
@@ -172,7 +183,8 @@ ROWS = [("unio4_offline", "Uni-O4 offline"), ("best_bc_member", "best Uni-O4 BC 
 
 
 def markdown_table(summary: dict) -> str:
-    """The summary as a markdown table (one column per dataset) plus the paired intervals, for the docs."""
+    """The summary as a markdown table (one column per dataset: mean ± std [bootstrap 95% interval of the mean])
+    plus the paired intervals of the differences, for the docs."""
     names = list(summary)
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, label in ROWS:
@@ -180,7 +192,8 @@ def markdown_table(summary: dict) -> str:
         for n in names:
             v = summary[n].get(key)
             digits = 2 if key in ("ope_spearman", "acceptances_not_worse") else 1
-            cells.append(f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v else "-")
+            ci = f" [{v['mean_ci'][0]:.{digits}f}, {v['mean_ci'][1]:.{digits}f}]" if v and v.get("mean_ci") else ""
+            cells.append(f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}{ci}" if v else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for key, label in (("unio4_minus_iql", "Uni-O4 - IQL"), ("unio4_minus_best_bc", "Uni-O4 - best BC member"),
                        ("online_minus_offline", "Uni-O4 online - offline")):
@@ -209,8 +222,12 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="results JSON (re-running skips finished cells)")
     p.add_argument("--table", metavar="JSON", help="print a results file's summary as a markdown table and exit")
     add_merge_arg(p, into="--results")  # parts of parallel runs, e.g. one per seed
+    add_resummarize_arg(p)
     args = p.parse_args()
     results_path = Path(args.results)
+    if args.resummarize:
+        resummarize(args.resummarize, lambda report: {"summary": summarize(report["results"])})
+        return
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())["summary"]))
         return

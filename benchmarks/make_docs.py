@@ -56,6 +56,37 @@ def pm(d, digits: int = 1) -> str:
     return f"{num(d['mean'], digits)} ± {num(d['std'], digits)}"
 
 
+def stat_cell(d, digits: int = 1) -> str:
+    """One arm over seeds as 'mean ± std [low, high]' (the bootstrap interval of the mean), followed by
+    '; IQM x [low, high]' with 4 or more seeds (below that the IQM is the mean). A dict without intervals (an
+    older results file: {"mean", "std", "n"}) reads 'mean ± std', as `pm` writes it."""
+    text = pm(d, digits)
+    if not isinstance(d, dict) or not d.get("mean_ci"):
+        return text
+    text += f" [{num(d['mean_ci'][0], digits)}, {num(d['mean_ci'][1], digits)}]"
+    if d.get("iqm") is not None and d.get("n", 0) >= 4:
+        text += f"; IQM {num(d['iqm'], digits)}"
+        if d.get("iqm_ci"):
+            text += f" [{num(d['iqm_ci'][0], digits)}, {num(d['iqm_ci'][1], digits)}]"
+    return text
+
+
+def diff_cell(c, digits: int = 1, unit: str = "") -> str:
+    """A difference with its interval, '+x [lo, hi]': `bootstrap_diff_ci`'s {"diff", "low", "high"} or an older
+    {"mean", "ci95": [lo, hi]}; a dash when missing."""
+    if not isinstance(c, dict):
+        return "–"
+    if "diff" in c:
+        x, lo, hi = c["diff"], c.get("low"), c.get("high")
+    else:
+        x, (lo, hi) = c.get("mean"), (c.get("ci95") or [None, None])
+    if x is None:
+        return "–"
+    if lo is None or hi is None:
+        return f"{signed(x, digits)}{unit}"
+    return f"{signed(x, digits)}{unit} [{signed(lo, digits)}, {signed(hi, digits)}]"
+
+
 def signed(x, digits: int = 1) -> str:
     return "–" if x is None else f"{x:+.{digits}f}"
 
@@ -114,7 +145,17 @@ def save_figure(fig, name: str, figdir: Path | None) -> str:
     return f"figures/{path.name}"
 
 
+def ci_band(ax, xs, ys_per_seed, label):
+    """The mean over seeds with a bootstrap 95% interval of it as a band (`rlpt.eval.stats.aggregate_curves`)."""
+    from rlpt.eval.stats import aggregate_curves
+
+    agg = aggregate_curves([dict(zip(xs, ys, strict=True)) for ys in ys_per_seed])
+    (line,) = ax.plot(agg["steps"], agg["mean"], label=f"{label} (n={len(ys_per_seed)})")
+    ax.fill_between(agg["steps"], agg["low"], agg["high"], alpha=0.2, color=line.get_color())
+
+
 def mean_band(ax, xs, ys_per_seed, label):
+    """The mean over seeds with ± one standard deviation as a band."""
     import numpy as np
 
     ys = np.asarray(ys_per_seed, dtype=float)
@@ -203,17 +244,11 @@ def _learning_budgets(d, ds):
 def r_learning(name, d, figdir):
     summ = d.get("summary", {})
     dss = list(summ)
-    out = table(["", *dss], [[label, *[pm(summ[ds].get(key), 2 if "spearman" in key or "accept" in key else 1)
-                                      for ds in dss]] for key, label in LEARNING_ROWS])
+    out = table(["", *dss], [[label, *[stat_cell(summ[ds].get(key), 2 if "spearman" in key or "accept" in key
+                                                  else 1) for ds in dss]] for key, label in LEARNING_ROWS])
     out += ["Per-seed differences, mean and paired bootstrap 95% interval:", ""]
-    rows = []
-    for key, label in LEARNING_CI:
-        cells = []
-        for ds in dss:
-            c = summ[ds].get("ci", {}).get(key)
-            cells.append("–" if not c else f"{signed(c['diff'])} [{signed(c['low'])}, {signed(c['high'])}]")
-        rows.append([label, *cells])
-    out += table(["difference", *dss], rows)
+    out += table(["difference", *dss], [[label, *[diff_cell(summ[ds].get("ci", {}).get(key)) for ds in dss]]
+                                        for key, label in LEARNING_CI])
     out += ["Budgets (offline gradient updates / online env steps, from the per-seed results):", ""]
     algos = sorted({a for ds in dss for a in _learning_budgets(d, ds)})
     out += table(["algorithm", *dss], [[a, *[" / ".join(num(x) for x in _learning_budgets(d, ds).get(a, (None, None)))
@@ -232,12 +267,13 @@ def r_learning(name, d, figdir):
                   if "online_curve" in r.get("unio4", {})]
         if curves:
             xs, ys = common_curves(curves)
-            mean_band(ax, xs, ys, "Uni-O4 online")
+            ci_band(ax, xs, ys, "Uni-O4 online")
         ax.set_title(ds)
         ax.set_xlabel("online env steps")
         ax.set_ylabel("normalized score")
         ax.legend()
-    out += [f"![Uni-O4 online curves, mean ± std over seeds]({save_figure(fig, 'learning_online', figdir)})", ""]
+    out += [f"![Uni-O4 online curves, mean and bootstrap 95% interval over seeds]"
+            f"({save_figure(fig, 'learning_online', figdir)})", ""]
     return out
 
 
@@ -266,11 +302,28 @@ def r_unio4_ope_probe(name, d, figdir):
     return out
 
 
+def _bench_module(name: str):
+    """A script of benchmarks/ loaded by its path (for the summary function that goes with its results file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def r_unio4_ope_ablation(name, rows, figdir):
-    return table(["seed", "variant", "critic lr", "offline", "Spearman", "accepted", "seconds"],
-                 [[r.get("seed"), f"`{json.dumps(r.get('variant'))}`", num(r.get("critic_lr"), 4),
-                   num(r.get("offline"), 1), num(r.get("spearman"), 3), num(r.get("accepted")), num(r.get("seconds"))]
-                  for r in rows])
+    out = table(["seed", "variant", "critic lr", "offline", "Spearman", "accepted", "seconds"],
+                [[r.get("seed"), f"`{json.dumps(r.get('variant'))}`", num(r.get("critic_lr"), 4),
+                  num(r.get("offline"), 1), num(r.get("spearman"), 3), num(r.get("accepted")), num(r.get("seconds"))]
+                 for r in rows])
+    out += ["Per variant over seeds (`summarize` in `benchmarks/unio4_ope_ablation.py`); with two seeds the "
+            "bootstrap interval spans the two values, so read it as their range:", ""]
+    out += table(["variant", "critic lr", "seeds", "offline", "Spearman", "offline − the `{}` variant's"],
+                 [[f"`{json.dumps(e['variant'])}`", num(e["critic_lr"], 4), ", ".join(map(str, e["seeds"])),
+                   stat_cell(e["offline"], 1), stat_cell(e["spearman"], 2), diff_cell(e["offline_minus_baseline"])]
+                  for e in _bench_module("unio4_ope_ablation").summarize(rows)])
+    return out
 
 
 def r_agent_speed(name, d, figdir):
@@ -330,10 +383,17 @@ CWM_METRICS = [("final/open_loop_mse", "open-loop image MSE (final)", 4),
                ("final/reward_mse", "reward MSE (final)", 3)]
 
 
+def _pct_cell(e: dict) -> str:
+    if e.get("pct_change") is None:
+        return "–"
+    ci = e.get("pct_change_ci")
+    return f"{signed(e['pct_change'])}%" + (f" [{signed(ci[0])}, {signed(ci[1])}]" if ci else "")
+
+
 def r_contextwm(name, d, figdir):
     summ = d.get("summary", {})
     inits = list(summ)
-    out = table(["metric", *inits], [[label, *[pm(summ[i].get(k), digits) for i in inits]]
+    out = table(["metric", *inits], [[label, *[stat_cell(summ[i].get(k), digits) for i in inits]]
                                      for k, label, digits in CWM_METRICS])
     b = d.get("baselines", {})
     out += table(["baseline", "value"], [
@@ -341,17 +401,24 @@ def r_contextwm(name, d, figdir):
         ["reward MSE of predicting the training mean", num(b.get("reward_mse_train_mean"), 3)],
         ["linear probe R² on raw pixels", num(b.get("probe_raw_pixels_r2"), 3)]])
     eff = d.get("effects", {})
+    out += ["Effects: change of the mean open-loop MSE, with a bootstrap 95% interval of the ratio of means paired "
+            "over seeds where the file has one (negative: lower error):", ""]
     out += table(["comparison", "final open-loop MSE change", "curve-mean open-loop MSE change"],
-                 [[k, f"{signed(e.get('final/open_loop_mse', {}).get('pct_change'))}%",
-                   f"{signed(e.get('curve_mean/open_loop_mse', {}).get('pct_change'))}%"] for k, e in eff.items()])
+                 [[k, *[_pct_cell(e.get(m, {})) for m in ("final/open_loop_mse", "curve_mean/open_loop_mse")]]
+                  for k, e in eff.items()])
     ar = d.get("agent_return", {})
     if ar.get("summary"):
         s = ar["summary"]
         arms = [k for k, v in s.items() if isinstance(v, dict)]
         out += [f"Dreamer agent return on the target task (recipe `{ar.get('settings', {}).get('recipe')}`, "
                 f"{num(ar.get('settings', {}).get('online_steps'))} online steps):", ""]
-        out += table(["init", "final return, mean ± std", "per seed"],
-                     [[a, pm(s[a], 1), ", ".join(num(v, 1) for v in s[a]["values"])] for a in arms])
+        out += table(["init", "final return, mean ± std [95% interval]", "per seed"],
+                     [[a, stat_cell(s[a], 1), ", ".join(num(v, 1) for v in s[a]["values"])] for a in arms
+                      if "values" in s[a]])
+        if s.get("contextwm_minus_scratch_ci"):
+            c = s["contextwm_minus_scratch_ci"]
+            how = f"paired over seeds {', '.join(map(str, c['seeds']))}" if c.get("paired") else "unpaired"
+            out += [f"ContextWM − scratch, final return: {diff_cell(c)} (bootstrap 95% interval, {how}).", ""]
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     by_init: dict[str, list] = {}
@@ -359,7 +426,7 @@ def r_contextwm(name, d, figdir):
         by_init.setdefault(r["init"], []).append([(c["update"], c["open_loop_mse"]) for c in r["curve"]])
     for init, curves in by_init.items():
         xs, ys = common_curves(curves)
-        mean_band(axes[0], xs, ys, init)
+        ci_band(axes[0], xs, ys, init)
     axes[0].set_xlabel("fine-tuning updates")
     axes[0].set_ylabel("held-out open-loop MSE")
     axes[0].legend()
@@ -369,12 +436,13 @@ def r_contextwm(name, d, figdir):
             by_init.setdefault(r["init"], []).append([(c["online_step"], c["return"]) for c in r["curve"]])
     for init, curves in by_init.items():
         xs, ys = common_curves(curves)
-        mean_band(axes[1], xs, ys, init)
+        ci_band(axes[1], xs, ys, init)
     axes[1].set_xlabel("online env steps")
     axes[1].set_ylabel("eval return")
     if by_init:
         axes[1].legend()
-    out += [f"![ContextWM fine-tuning and agent return]({save_figure(fig, 'contextwm', figdir)})", ""]
+    out += [f"![ContextWM fine-tuning and agent return, mean and bootstrap 95% interval over seeds]"
+            f"({save_figure(fig, 'contextwm', figdir)})", ""]
     return out
 
 
@@ -386,13 +454,21 @@ def r_vptr(name, d, figdir):
     rows = []
     for arm, s in summ.items():
         oc, onc = s.get("offline_success_at_common_step"), s.get("online_success_at_common_step")
-        rows.append([arm, " / ".join(num(x) for x in s.get("offline_steps_run", [])) or "–",
-                     " / ".join(num(x) for x in s.get("online_steps_run", [])) or "–",
-                     f"{pm(oc, 2)} (step {num(oc['step'])})" if oc else "–",
-                     f"{pm(onc, 2)} (step {num(onc['step'])})" if onc else "–",
-                     pm(s.get("offline_success_rate"), 2), pm(s.get("online_success_rate"), 2)])
+        rows.append([arm, " / ".join(num(x) for x in s.get("offline_steps_run", []) if x is not None) or "–",
+                     " / ".join(num(x) for x in s.get("online_steps_run", []) if x is not None) or "–",
+                     f"{stat_cell(oc, 2)} (step {num(oc['step'])})" if oc else "–",
+                     f"{stat_cell(onc, 2)} (step {num(onc['step'])})" if onc else "–",
+                     stat_cell(s.get("offline_success_rate"), 2), stat_cell(s.get("online_success_rate"), 2)])
     out += table(["arm", "offline updates run", "online steps run", "offline success at the common step",
                   "online success at the common step", "offline success (end)", "online success (end)"], rows)
+    keys = ("offline_success_at_common_step", "online_success_at_common_step", "offline_success_rate",
+            "online_success_rate")
+    drows = [[arm, *[diff_cell(s.get(f"{k}_minus_scratch"), 2) for k in keys]] for arm, s in summ.items()
+             if any(f"{k}_minus_scratch" in s for k in keys)]
+    if drows:
+        out += ["Success minus scratch's, bootstrap 95% interval paired over seeds (online only where both arms ran "
+                "the same offline updates):", ""]
+        out += table(["arm", "offline, common step", "online, common step", "offline (end)", "online (end)"], drows)
     pre = d.get("pretraining", {})
     prow = [[seed, arm, num(p.get("steps")), num(p.get("value_order"), 2) if "value_order" in p else "–"]
             for seed, arms in pre.items() for arm, p in arms.items()]
@@ -410,12 +486,13 @@ def r_vptr(name, d, figdir):
             for arm, cs in by_arm.items():
                 xs, ys = common_curves(cs)
                 if xs:
-                    mean_band(ax, xs, ys, arm)
+                    ci_band(ax, xs, ys, arm)
             ax.set_title(phase)
             ax.set_xlabel(f"{phase} steps")
             ax.set_ylabel("success rate")
             ax.legend()
-        out += [f"![V-PTR success curves]({save_figure(fig, Path(name).stem, figdir)})", ""]
+        out += [f"![V-PTR success curves, mean and bootstrap 95% interval over seeds]"
+                f"({save_figure(fig, Path(name).stem, figdir)})", ""]
     return out
 
 
@@ -469,23 +546,25 @@ def r_gfn(name, d, figdir):
         out += ["Trajectory balance from scratch, rlpt against torchgfn (each on its own reward: "
                 f"{tb.get('l1_target')}):", ""]
         out += table(["measure", "rlpt", "torchgfn", "ratio or difference"], [
-            ["iterations / s (wall)", pm(tb.get("rlpt_it_per_s")), pm(tb.get("torchgfn_it_per_s")),
-             pm(tb.get("it_per_s_ratio"), 2)],
-            ["iterations / CPU s", pm(tb.get("rlpt_cpu_it_per_s")), pm(tb.get("torchgfn_cpu_it_per_s")),
-             pm(tb.get("cpu_it_per_s_ratio"), 2)],
-            ["final exact L1", pm(tb.get("rlpt_final_l1"), 3), pm(tb.get("torchgfn_final_l1"), 3),
-             f"{signed(diff.get('mean'), 3)} [{signed(diff.get('ci95', [None])[0], 3)}, "
-             f"{signed(diff.get('ci95', [None, None])[1], 3)}]" if diff else "–"]])
+            ["iterations / s (wall)", stat_cell(tb.get("rlpt_it_per_s")), stat_cell(tb.get("torchgfn_it_per_s")),
+             stat_cell(tb.get("it_per_s_ratio"), 2)],
+            ["iterations / CPU s", stat_cell(tb.get("rlpt_cpu_it_per_s")), stat_cell(tb.get("torchgfn_cpu_it_per_s")),
+             stat_cell(tb.get("cpu_it_per_s_ratio"), 2)],
+            ["final exact L1", stat_cell(tb.get("rlpt_final_l1"), 3), stat_cell(tb.get("torchgfn_final_l1"), 3),
+             diff_cell(diff, 3)]])
     for dag in ("hypergrid", "bitseq"):
         if dag not in s:
             continue
         g = s[dag]
-        out += [f"OC-GFN on `{dag}`: reward-free pretraining success {pm(g.get('pretrain_success'), 3)}; "
-                "adaptation, final exact L1 (mean ± std over seeds) and how many reward-seed pairs reach scratch's "
-                "final L1 within a third of its steps:", ""]
-        out += table(["reward", "TB from scratch", "exact conversion", "amortized adapter", "exact within a third",
-                      "amortized within a third"],
-                     [[r, pm(v["scratch_final_l1"], 3), pm(v["exact_l1"], 3), pm(v["amortized_final_l1"], 3),
+        out += [f"OC-GFN on `{dag}`: reward-free pretraining success {stat_cell(g.get('pretrain_success'), 3)}; "
+                "adaptation, final exact L1 (mean ± std [bootstrap 95% interval] over seeds), each adapter's L1 "
+                "minus scratch's (paired over seeds), and how many reward-seed pairs reach scratch's final L1 "
+                "within a third of its steps:", ""]
+        out += table(["reward", "TB from scratch", "exact conversion", "amortized adapter", "exact − scratch",
+                      "amortized − scratch", "exact within a third", "amortized within a third"],
+                     [[r, stat_cell(v["scratch_final_l1"], 3), stat_cell(v["exact_l1"], 3),
+                       stat_cell(v["amortized_final_l1"], 3), diff_cell(v.get("exact_minus_scratch_l1"), 3),
+                       diff_cell(v.get("amortized_minus_scratch_l1"), 3),
                        f"{v['exact_within_third']} of {v['seeds']}", f"{v['amortized_within_third']} of {v['seeds']}"]
                       for r, v in g.items() if isinstance(v, dict) and "exact_l1" in v])
     seeds = d.get("seeds", {})
@@ -495,12 +574,13 @@ def r_gfn(name, d, figdir):
         fig, ax = plt.subplots(figsize=(5, 3.2))
         for i, label in enumerate(("rlpt", "torchgfn")):
             xs, ys = common_curves([[(c["step"], c["l1"]) for c in pair[i]] for pair in tbc])
-            mean_band(ax, xs, ys, label)
+            ci_band(ax, xs, ys, label)
         ax.set_xlabel("TB training steps")
         ax.set_ylabel("exact L1 to R/Z")
         ax.set_yscale("log")
         ax.legend()
-        out += [f"![TB from scratch, rlpt vs torchgfn]({save_figure(fig, 'gfn_tb', figdir)})", ""]
+        out += [f"![TB from scratch, rlpt vs torchgfn, mean and bootstrap 95% interval over seeds]"
+                f"({save_figure(fig, 'gfn_tb', figdir)})", ""]
     return out
 
 
@@ -671,8 +751,14 @@ INTRO = """# Benchmarks
 This page is generated by `python benchmarks/make_docs.py` from `benchmarks/results/*.json`; do not edit it by
 hand. Each script in `benchmarks/` prints a table and writes its results file with the machine, versions, command
 and every number measured. Most runs shared a small CPU with other jobs, so ratios measured side by side in one
-run are what to read, not absolute times. Figures are drawn from the curves stored in the same files: a line is the
-mean over seeds, its band ± one standard deviation.
+run are what to read, not absolute times.
+
+Numbers over seeds read mean ± std [bootstrap 95% interval of the mean] (`rlpt.eval.stats.describe`); with 4 or
+more seeds the interquartile mean (IQM) and its interval follow, as rliable recommends (below 4 seeds the IQM trims
+nothing and equals the mean). A difference between arms reads +x [low, high]: the mean difference and its bootstrap
+95% interval, paired over the seeds both arms ran where the text says so. With three seeds an interval is wide and
+rough. Figures are drawn from the curves stored in the same files: a line is the mean over seeds; its band is the
+bootstrap 95% interval of that mean where the figure's caption says so, otherwise ± one standard deviation.
 """
 
 

@@ -11,6 +11,12 @@ among them. With --critic-lr, the critics are retrained at that lr (same steps) 
 Results are appended to --results (JSON lines, one per seed and variant). The committed
 `unio4_ope_ablation.jsonl` was made with the preset before its critic change (`OLD_PRESET` in
 `benchmarks/unio4_critic.py`); a rerun uses the preset as it is now.
+
+    python benchmarks/unio4_ope_ablation.py --summary     # per variant over seeds, from --results; runs nothing
+
+`summarize` groups the rows by (critic lr, variant): offline score and Spearman over seeds (`rlpt.eval.stats.
+describe`: mean ± std, IQM, bootstrap intervals) and the offline score minus that of the variant `{}` at the same
+critic lr, paired over seeds (docs/benchmarks.md shows it).
 """
 
 from __future__ import annotations
@@ -22,18 +28,42 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
 from harness import command_line, machine, set_threads, versions, write_result
 
-from rlpt.agents.base import Agent, agent_class
-from rlpt.envs import make_env
-from rlpt.eval import evaluate
-from rlpt.train import _load_dataset, load_recipe
-from rlpt.utils import set_seed, spearman
+from rlpt.eval.stats import describe, diff_by_seed
 
 PRESET = "unio4/hopper-medium-replay-cpu"
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The JSON lines of a results file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One entry per (critic lr, variant), in the order they first appear: seeds, `describe` of the offline score
+    and of the Spearman over seeds, and `offline_minus_baseline`: offline score minus that of the variant `{}` at
+    the same critic lr, with a bootstrap 95% interval paired over seeds (None without that baseline or with fewer
+    than 2 values per arm)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(json.dumps([r.get("critic_lr"), r.get("variant")], sort_keys=True), []).append(r)
+
+    def offline(mine: list[dict]) -> dict:
+        return {r["seed"]: r.get("offline") for r in mine}
+
+    out = []
+    for mine in groups.values():
+        lr, variant = mine[0].get("critic_lr"), mine[0].get("variant")
+        base = groups.get(json.dumps([lr, {}], sort_keys=True))
+        out.append({"critic_lr": lr, "variant": variant, "seeds": [r["seed"] for r in mine],
+                    "offline": describe([r.get("offline") for r in mine]),
+                    "spearman": describe([r.get("spearman") for r in mine]),
+                    "offline_minus_baseline": diff_by_seed(offline(mine), offline(base))
+                    if base is not None and variant != {} else None})
+    return out
 
 
 def main() -> None:
@@ -43,7 +73,19 @@ def main() -> None:
     p.add_argument("--critic-lr", type=float, help="retrain the critics at this lr before improving")
     p.add_argument("--cache", default="runs/unio4_ablation_cache")
     p.add_argument("--results", default="benchmarks/results/unio4_ope_ablation.jsonl")
+    p.add_argument("--summary", action="store_true", help="print the per-variant summary of --results and exit")
     args = p.parse_args()
+    if args.summary:
+        print(json.dumps(summarize(read_rows(args.results)), indent=1))
+        return
+    import torch
+
+    from rlpt.agents.base import Agent, agent_class
+    from rlpt.envs import make_env
+    from rlpt.eval import evaluate
+    from rlpt.train import _load_dataset, load_recipe
+    from rlpt.utils import set_seed, spearman
+
     set_threads(1)
     recipe = load_recipe(PRESET)
     ds = _load_dataset(recipe, Path("data"), quiet=True)

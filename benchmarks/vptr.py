@@ -31,11 +31,13 @@ measured rates say fit, and stops at an evaluation boundary like the offline one
 SAFETY (x1.25). Each row records what actually ran (`offline_steps_run`, `online_steps_run`, `deadline_stops`)
 and each pretraining entry its `steps` (with `steps_requested`). Budgets in "budgets" are the requested ones.
 
-Prints a table (mean ± std over the seeds that have each number, with their count, and each arm's ratio to
-scratch) and writes benchmarks/results/vptr.json with the machine, versions, command, seeds and every number
-(per seed: success rates, returns, curves, pretraining diagnostics, wall times). --quick writes
-runs/bench_vptr_quick/vptr.json instead (not a result). --merge joins the JSON files of parallel processes;
---plot A.json [B.json ...] --out FIG.png draws their success curves.
+Prints a table (mean ± std over the seeds that have each number, with their count, each arm's ratio to
+scratch, and its difference from scratch with a paired bootstrap 95% interval; the JSON's summary also holds the
+IQM and bootstrap intervals of every number, `rlpt.eval.stats.describe`) and writes benchmarks/results/vptr.json
+with the machine, versions, command, seeds and every number (per seed: success rates, returns, curves, pretraining
+diagnostics, wall times). --quick writes runs/bench_vptr_quick/vptr.json instead (not a result). --merge joins the
+JSON files of parallel processes; --plot A.json [B.json ...] --out FIG.png draws their success curves;
+--resummarize FILE recomputes a results file's summary from its stored runs.
 """
 
 from __future__ import annotations
@@ -51,7 +53,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
-from harness import command_line, machine, read_parts, set_threads, versions, write_result
+from harness import (
+    add_resummarize_arg,
+    command_line,
+    machine,
+    read_parts,
+    resummarize,
+    set_threads,
+    versions,
+    write_result,
+)
 
 T0 = time.monotonic()  # --deadline-seconds counts from here, before the heavy imports
 
@@ -63,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rlpt.agents.calql import CalQLConfig  # noqa: E402
 from rlpt.envs import make_env  # noqa: E402
 from rlpt.eval import evaluate  # noqa: E402
+from rlpt.eval.stats import aggregate_curves, describe, diff_by_seed  # noqa: E402
 from rlpt.train import _load_dataset, load_recipe  # noqa: E402
 from rlpt.utils import merge_nested, resolve_device  # noqa: E402
 
@@ -235,12 +247,12 @@ def run_arm(arm: str, seed: int, recipe, dataset, pre: dict, args, clock: Clock,
 
 
 def stats(rows: list[dict], key: str) -> dict | None:
+    """`describe` of `key` over the rows (seeds) that have it, with the values and their seeds."""
     have = [r for r in rows if r.get(key) is not None]
     if not have:
         return None
-    vals = np.array([r[key] for r in have], float)
-    return {"mean": float(vals.mean()), "std": float(vals.std()), "values": vals.tolist(),
-            "seeds": [r["seed"] for r in have], "n": len(have)}
+    vals = [float(r[key]) for r in have]
+    return {**describe(vals), "values": vals, "seeds": [r["seed"] for r in have]}
 
 
 def common_step(rows: list[dict], phase: str = "offline") -> int | None:
@@ -252,9 +264,12 @@ def common_step(rows: list[dict], phase: str = "offline") -> int | None:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Per arm: mean ± std of each number over the rows (seeds) that have it (`n`, `seeds` say which); rows of a
-    killed run lack the later numbers. Also success and return at the largest offline and online curve steps
-    that all rows reached (online rows are comparable only where their offline_steps_run agree)."""
+    """Per arm: `describe` (mean ± std, IQM, bootstrap intervals) of each number over the rows (seeds) that have it
+    (`n`, `seeds` say which); rows of a killed run lack the later numbers. Also success and return at the largest
+    offline and online curve steps that all rows reached (online rows are comparable only where their
+    offline_steps_run agree), and each arm's success minus scratch's with a bootstrap 95% interval, paired over the
+    seeds both have (`<key>_minus_scratch`; the online ones only where both arms ran the same offline updates per
+    seed)."""
     out: dict = {}
     commons = {phase: common_step(rows, phase) for phase in ("offline", "online")}
     for arm in ARMS:
@@ -273,24 +288,38 @@ def summarize(rows: list[dict]) -> dict:
             if common is None or not at:
                 continue
             for metric in ("success_rate", "return"):
-                vals = np.array([a[metric] for a in at], float)
+                vals = [float(a[metric]) for a in at]
                 name = "success" if metric == "success_rate" else metric
-                cell[f"{phase}_{name}_at_common_step"] = {
-                    "step": common, "mean": float(vals.mean()), "std": float(vals.std()), "values": vals.tolist(),
-                    "seeds": [a["seed"] for a in at], "n": len(at)}
+                cell[f"{phase}_{name}_at_common_step"] = {"step": common, **describe(vals), "values": vals,
+                                                          "seeds": [a["seed"] for a in at]}
         out[arm] = cell
     if "scratch" in out:
-        for cell in out.values():
+        for arm, cell in out.items():
             for key in ("offline_success_rate", "online_success_rate"):
                 base = out["scratch"].get(key, {}).get("mean")
                 mean = cell.get(key, {}).get("mean")
                 cell[f"{key}_vs_scratch"] = round(mean / base, 3) if base and mean is not None else None
+            if arm == "scratch":
+                continue
+            same_offline = (dict(zip(cell["seeds"], cell["offline_steps_run"], strict=True))
+                            == dict(zip(out["scratch"]["seeds"], out["scratch"]["offline_steps_run"], strict=True)))
+            for key in ("offline_success_rate", "online_success_rate", "offline_success_at_common_step",
+                        "online_success_at_common_step"):
+                a, b = cell.get(key), out["scratch"].get(key)
+                if key.startswith("online") and not same_offline:
+                    continue  # online phases that started from different offline budgets are not compared
+                if a and b and a.get("step") == b.get("step"):  # arm - scratch, paired over shared seeds
+                    cell[f"{key}_minus_scratch"] = diff_by_seed(dict(zip(a["seeds"], a["values"], strict=True)),
+                                                                dict(zip(b["seeds"], b["values"], strict=True)))
     return out
 
 
 def table(summary: dict) -> str:
     def fmt(s: dict | None) -> str:
         return f"{s['mean']:>6.2f} ± {s['std']:<4.2f} ({s['n']})" if s else f"{'n/a':>18}"
+
+    def diff(c: dict | None) -> str:
+        return f"{c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]" if c else "n/a"
 
     lines = [f"{'arm':<8} {'offline success':>18} {'online success':>18} {'x scratch (off/on)':>20} "
              f"{'offline updates run':>20}"]
@@ -305,6 +334,9 @@ def table(summary: dict) -> str:
             step = next(iter(commons.values()))["step"]
             lines.append(f"{phase} success at {unit} {step} (reached by every run): "
                          + ", ".join(f"{arm} {fmt(s).strip()}" for arm, s in commons.items()))
+            lines.append("  minus scratch, bootstrap 95% interval: " + ", ".join(
+                f"{arm} {diff(summary[arm].get(f'{phase}_success_at_common_step_minus_scratch'))}"
+                for arm in commons if arm != "scratch"))
     return "\n".join(lines)
 
 
@@ -342,7 +374,8 @@ def merge(paths: list[str], out: Path) -> dict:
 
 
 def plot(reports: list[dict], path: Path) -> Path:
-    """Success-rate curves, mean ± std over seeds: offline vs update (left), online vs env step (right). One line
+    """Success-rate curves, mean over seeds with a bootstrap 95% interval of it (`aggregate_curves`): offline vs
+    update (left), online vs env step (right). One line
     per (arm, offline updates run) across the given reports, so runs whose online phase started from different
     offline budgets are never averaged together."""
     import matplotlib
@@ -362,17 +395,17 @@ def plot(reports: list[dict], path: Path) -> Path:
     for n, (label, rows) in enumerate(sorted(groups.items())):
         arm = rows[0]["arm"]
         for ax, phase in zip(axes, ("offline", "online"), strict=True):
-            steps = sorted(set.intersection(*[{p["step"] for p in r["curve"] if p["phase"] == phase} for r in rows]))
-            if not steps:
-                continue
-            vals = np.array([[next(p["success_rate"] for p in r["curve"] if p["phase"] == phase and p["step"] == t)
-                              for t in steps] for r in rows], float)
+            curves = [{p["step"]: p["success_rate"] for p in r["curve"] if p["phase"] == phase} for r in rows]
             if phase == "online":  # online step 0 is the offline agent it starts from
                 last = [[p["success_rate"] for p in r["curve"] if p["phase"] == "offline"][-1:] for r in rows]
                 if all(last):
-                    steps, vals = [0, *steps], np.concatenate([np.array(last, float), vals], axis=1)
-            mean, std = vals.mean(0), vals.std(0)
-            ax.errorbar(steps, mean, yerr=std, marker="o", capsize=3, color=colors.get(arm), alpha=0.9,
+                    curves = [{0: first[0], **c} for first, c in zip(last, curves, strict=True)]
+            agg = aggregate_curves(curves)
+            if not agg["steps"]:
+                continue
+            mean = np.array(agg["mean"])
+            yerr = [mean - np.array(agg["low"]), np.array(agg["high"]) - mean]
+            ax.errorbar(agg["steps"], mean, yerr=yerr, marker="o", capsize=3, color=colors.get(arm), alpha=0.9,
                         ls=("-", "--", ":")[n % 3], label=f"{label} ({len(rows)} seeds)")
     axes[0].set(xlabel="offline Cal-QL updates", ylabel="success rate", title="offline, from pixels")
     axes[1].set(xlabel="online env steps", title="online fine-tuning (starts from the offline agent)")
@@ -381,7 +414,7 @@ def plot(reports: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="upper left")
     dev = reports[0]["machine"].get("cuda_device") or reports[0]["machine"].get("processor")
-    fig.suptitle(f"V-PTR on {reports[0]['env']} ({dev}); mean ± std over seeds", fontsize=10)
+    fig.suptitle(f"V-PTR on {reports[0]['env']} ({dev}); mean over seeds, bootstrap 95% interval", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -419,7 +452,11 @@ def main() -> None:
     p.add_argument("--merge", nargs="+", metavar="JSON", help="join these result files into --out and exit")
     p.add_argument("--plot", nargs="+", metavar="JSON", help="draw the success curves of these result files "
                    "(one line per arm and offline budget) into --out (a .png) and exit")
+    add_resummarize_arg(p)
     args = p.parse_args()
+    if args.resummarize:
+        resummarize(args.resummarize, lambda report: {"summary": summarize(report["runs"])})
+        return
     if args.plot:
         if not args.out:
             p.error("--plot needs --out FIGURE.png")

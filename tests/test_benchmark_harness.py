@@ -1,4 +1,4 @@
-"""benchmarks/harness.py (shared by the benchmark scripts) and agent_speed's matmul FLOP counting."""
+"""benchmarks/harness.py (shared by the benchmark scripts), agent_speed's FLOP counting, the OPE ablation's summary."""
 
 from __future__ import annotations
 
@@ -94,3 +94,31 @@ def test_matmul_recorder_counts_forward_and_backward_flops():
     with rec:
         batched(x).sum().backward()
     assert sum(call[3] for call in rec.calls) == 3 * flops  # three members, one bmm per layer and pass
+
+
+def test_resummarize_replaces_only_the_summary(tmp_path):
+    path = tmp_path / "r.json"
+    harness.write_result(path, {"command": "x", "runs": {"0": 1.0, "1": 3.0}, "summary": {"mean": 0.0}})
+    before = json.loads(path.read_text())
+    harness.resummarize([path], lambda r: {"summary": {"mean": sum(r["runs"].values()) / len(r["runs"])}})
+    after = json.loads(path.read_text())
+    assert after["summary"] == {"mean": 2.0}
+    assert {k: v for k, v in after.items() if k != "summary"} == {k: v for k, v in before.items() if k != "summary"}
+    with pytest.raises(ValueError, match="missing.json"):
+        harness.resummarize([tmp_path / "missing.json"], lambda r: {})
+
+
+def test_ope_ablation_summary_groups_variants_and_pairs_seeds_with_the_baseline():
+    import unio4_ope_ablation as abl
+
+    rows = [{"seed": s, "critic_lr": 1e-4, "variant": v, "offline": off, "spearman": 0.5}
+            for v, offs in (({"a": 1}, (50.0, 40.0, 45.0)), ({}, (48.0, 37.0, 44.0))) for s, off in enumerate(offs)]
+    rows.append({"seed": 0, "critic_lr": 3e-4, "variant": {"a": 1}, "offline": 60.0, "spearman": 0.1})
+    summary = abl.summarize(rows)
+    assert [(e["critic_lr"], e["variant"], e["seeds"]) for e in summary] == [
+        (1e-4, {"a": 1}, [0, 1, 2]), (1e-4, {}, [0, 1, 2]), (3e-4, {"a": 1}, [0])]
+    first = summary[0]
+    assert first["offline"]["mean"] == 45.0 and first["offline"]["mean_ci"] is not None
+    d = first["offline_minus_baseline"]  # per-seed differences 2, 3, 1
+    assert d["paired"] and d["diff"] == 2.0 and 1.0 <= d["low"] < d["high"] <= 3.0
+    assert summary[1]["offline_minus_baseline"] is None and summary[2]["offline_minus_baseline"] is None

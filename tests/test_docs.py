@@ -236,9 +236,9 @@ def test_benchmarks_page_follows_the_json(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(ROOT / "benchmarks" / "results", results)
     data = json.loads((results / "learning.json").read_text())
-    before = make_docs.pm(data["summary"]["hopper-medium-replay-v5"]["iql"])
+    before = make_docs.stat_cell(data["summary"]["hopper-medium-replay-v5"]["iql"])
     data["summary"]["hopper-medium-replay-v5"]["iql"]["mean"] += 11.1
-    after = make_docs.pm(data["summary"]["hopper-medium-replay-v5"]["iql"])
+    after = make_docs.stat_cell(data["summary"]["hopper-medium-replay-v5"]["iql"])
     (results / "learning.json").write_text(json.dumps(data))
     text = make_docs.render_page(results, None)
     assert f"| IQL | {after} |" in text and f"| IQL | {before} |" not in text

@@ -128,3 +128,20 @@ def test_ratio_interval_and_aggregated_curves():
     assert all(lo <= m <= hi for lo, m, hi in zip(agg["low"], agg["mean"], agg["high"], strict=True))
     one = aggregate_curves(curves[:1])
     assert one["low"] == one["mean"] == one["high"]
+
+
+def test_sample_std_and_arms_compared_on_the_seeds_they_share():
+    from rlpt.eval.stats import describe, diff_by_seed, mean_std
+
+    assert mean_std([1.0, 3.0], ddof=1)["std"] == pytest.approx(np.sqrt(2.0))
+    assert mean_std([2.0], ddof=1)["std"] == 0.0  # one value: no spread, not nan
+    d = describe([1.0, 3.0, None, float("nan")], ddof=1)
+    assert d["n"] == 2 and d["ddof"] == 1 and d["std"] == pytest.approx(np.sqrt(2.0))
+    treated = {0: 5.0, 1: 7.0, 2: 6.0, 3: 9.0}  # seed 3 has no control run
+    control = {0: 4.0, 1: 6.1, 2: 4.9, 4: 0.0}
+    c = diff_by_seed(treated, control)
+    assert c["paired"] and c["seeds"] == [0, 1, 2] and c["n"] == 3
+    assert c["diff"] == pytest.approx(1.0) and 0.8 < c["low"] <= c["diff"] <= c["high"] < 1.2
+    unpaired = diff_by_seed({0: 1.0, 1: 2.0}, {5: 0.0, 6: 0.5, 7: None})  # no shared seed: each arm on its own
+    assert not unpaired["paired"] and unpaired["n"] == [2, 2] and unpaired["diff"] == pytest.approx(1.25)
+    assert diff_by_seed({0: 1.0}, control) is None  # one value: no interval

@@ -429,6 +429,28 @@ def test_vptr_report_compares_arms_at_the_steps_every_run_reached(tmp_path):
         bench.plot([{**report, "runs": [{**rows[0], "curve": []}]}], tmp_path / "none.png")
 
 
+
+def test_vptr_report_gives_intervals_and_paired_differences_to_scratch():
+    bench = _vptr_bench()
+    icvf = [0.5, 0.7, 0.6]
+    scratch = [0.4, 0.5, 0.6]
+    rows = [_row(arm, seed, [(1000, v)], [(500, v)]) for arm, vals in (("icvf", icvf), ("scratch", scratch))
+            for seed, v in enumerate(vals)]
+    summary = bench.summarize(rows)
+    off = summary["icvf"]["offline_success_rate"]
+    assert off["iqm"] == pytest.approx(0.6) and off["mean_ci"][0] <= 0.6 <= off["mean_ci"][1]
+    d = summary["icvf"]["offline_success_rate_minus_scratch"]
+    assert d["paired"] and d["seeds"] == [0, 1, 2] and d["diff"] == pytest.approx(0.1)
+    assert d["low"] == pytest.approx(0.0) and d["high"] == pytest.approx(0.2)  # per-seed differences 0.1, 0.2, 0.0
+    assert "offline_success_rate_minus_scratch" not in summary["scratch"]
+    assert "+0.10 [+0.00, +0.20]" in bench.table(summary)
+    assert summary["icvf"]["online_success_rate_minus_scratch"]["diff"] == pytest.approx(0.1)
+    longer = [_row("scratch", seed, [(1000, v), (2000, v)], [(500, v)]) for seed, v in enumerate(scratch)]
+    uneven = bench.summarize(rows[:3] + longer)  # scratch's online phase started after more offline updates
+    assert "offline_success_at_common_step_minus_scratch" in uneven["icvf"]
+    assert not any(k.startswith("online") and k.endswith("minus_scratch") for k in uneven["icvf"])
+
+
 def test_rank_order_scores_rising_values_one_and_skips_constant_rows():
     from rlpt.pretrain.vptr import rank_order
 

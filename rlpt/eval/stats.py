@@ -9,19 +9,25 @@ seeds pin a number down.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
 Statistic = Callable[[np.ndarray], np.ndarray]  # reduces the last axis: (..., n) -> (...)
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """{"mean", "std" (population, as the benchmarks report), "n"} of finite values."""
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+def _finite(values: Sequence[float]) -> np.ndarray:
+    return np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+
+
+def mean_std(values: Sequence[float], ddof: int = 0) -> dict[str, float]:
+    """{"mean", "std", "n"} of the finite values; `std` is the population std (ddof 0, as most benchmarks report)
+    unless `ddof=1` asks for the sample std (0 with a single value)."""
+    x = _finite(values)
     if len(x) == 0:
         raise ValueError("mean_std: no finite values")
-    return {"mean": float(x.mean()), "std": float(x.std()), "n": int(len(x))}
+    std = float(x.std(ddof=ddof)) if len(x) > ddof else 0.0
+    return {"mean": float(x.mean()), "std": std, "n": int(len(x))}
 
 
 def _iqm_last_axis(x: np.ndarray) -> np.ndarray:
@@ -63,11 +69,13 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_
     return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
-def describe(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000, seed: int = 0) -> dict:
-    """One arm over seeds: mean, std (population), n, IQM, and bootstrap intervals of the mean and the IQM
-    (`None` with fewer than 2 finite values). Non-finite and missing values are left out."""
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    out: dict = {**mean_std(x), "iqm": iqm(x), "mean_ci": None, "iqm_ci": None, "level": level}
+def describe(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000, seed: int = 0,
+             ddof: int = 0) -> dict:
+    """One arm over seeds: mean, std (population; sample with `ddof=1`, recorded as `ddof`), n, IQM, and bootstrap
+    intervals of the mean and the IQM (`None` with fewer than 2 finite values). Non-finite and missing values are
+    left out."""
+    x = _finite(values)
+    out: dict = {**mean_std(x, ddof), "ddof": ddof, "iqm": iqm(x), "mean_ci": None, "iqm_ci": None, "level": level}
     if len(x) >= 2:
         out["mean_ci"] = list(bootstrap_ci(x, level, n_boot, seed, "mean"))
         out["iqm_ci"] = list(bootstrap_ci(x, level, n_boot, seed, "iqm"))
@@ -93,6 +101,29 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.9
     q = (1.0 - level) / 2
     return {"diff": float(x.mean() - y.mean()), "low": float(np.quantile(d, q)), "high": float(np.quantile(d, 1 - q)),
             "level": level, "paired": False}
+
+
+def paired_values(a: Mapping[Hashable, float | None], b: Mapping[Hashable, float | None]
+                  ) -> tuple[list, np.ndarray, np.ndarray]:
+    """The seeds (keys) where both arms have a finite value, in `a`'s order, and the two arms' values there."""
+    seeds = [k for k, v in a.items() if v is not None and np.isfinite(v) and b.get(k) is not None
+             and np.isfinite(b[k])]
+    return seeds, np.asarray([a[k] for k in seeds], dtype=float), np.asarray([b[k] for k in seeds], dtype=float)
+
+
+def diff_by_seed(a: Mapping[Hashable, float | None], b: Mapping[Hashable, float | None], level: float = 0.95,
+                 n_boot: int = 10_000, seed: int = 0) -> dict | None:
+    """Difference of two arms given as {seed: value}, with a bootstrap interval (`bootstrap_diff_ci`): paired over
+    the seeds both arms have when there are at least 2 of them (the difference is then over those seeds only),
+    otherwise unpaired over each arm's own finite values. Adds `n` (seeds, or values per arm) and `seeds` (the
+    shared seeds when paired). None when an arm has fewer than 2 finite values."""
+    seeds, x, y = paired_values(a, b)
+    if len(seeds) >= 2:
+        return {**bootstrap_diff_ci(x, y, level, n_boot, seed, paired=True), "n": len(seeds), "seeds": seeds}
+    xa, xb = _finite(list(a.values())), _finite(list(b.values()))
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    return {**bootstrap_diff_ci(xa, xb, level, n_boot, seed, paired=False), "n": [len(xa), len(xb)], "seeds": None}
 
 
 def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
