@@ -515,12 +515,26 @@ def r_icvf_probe(name, d, figdir):
 
 def r_vlm_rewards(name, d, figdir):
     conds = d.get("summary", {}).get("conditions", {})
-    out = table(["condition", "final success", "offline success", "steps to 50% success", "seeds reaching 50%",
-                 "largest dip in the first online steps"],
-                [[c, pm(s.get("final_success"), 2), pm(s.get("offline_success"), 2), pm(s.get("steps_to_50"), 0),
-                  num(s.get("reached_50")), pm(s.get("max_dip_first_2k"), 2)] for c, s in conds.items()])
+    online = any(s.get("online_mean_success") for s in conds.values())
+    out = table(["condition", "final success", "offline success"] + (["mean online success"] if online else [])
+                + ["steps to 50% success", "seeds reaching 50%", "largest dip in the first online steps"],
+                [[c, stat_cell(s.get("final_success"), 2), stat_cell(s.get("offline_success"), 2)]
+                 + ([stat_cell(s.get("online_mean_success"), 2)] if online else [])
+                 + [stat_cell(s.get("steps_to_50"), 0), num(s.get("reached_50")),
+                    stat_cell(s.get("max_dip_first_2k"), 2)]
+                 for c, s in conds.items()])
     tg = d.get("summary", {}).get("targets", {})
-    out += table(["measure", "value"], [[k, met(v) if isinstance(v, bool) else num(v, 3)] for k, v in tg.items()])
+
+    def value(v):
+        if isinstance(v, bool):
+            return met(v)
+        if isinstance(v, dict) and "ratio" in v:
+            return f"{num(v['ratio'], 2)} [{num(v['low'], 2)}, {num(v['high'], 2)}]"
+        if isinstance(v, dict):
+            return diff_cell(v, 1, " points")
+        return num(v, 3)
+
+    out += table(["measure", "value"], [[k, value(v)] for k, v in tg.items()])
     res = d.get("results", {})
     if res:
         plt = _plt()

@@ -31,7 +31,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, also when loaded by file path
-from harness import add_merge_arg, command_line, machine, part_summary, read_parts, set_threads, versions, write_result
+from harness import (
+    add_merge_arg,
+    add_resummarize_arg,
+    command_line,
+    machine,
+    part_summary,
+    read_parts,
+    resummarize,
+    set_threads,
+    versions,
+    write_result,
+)
 
 from rlpt.eval.plots import save_figure
 from rlpt.eval.stats import bootstrap_diff_ci, bootstrap_ratio_ci, describe
@@ -218,7 +229,11 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_vlm_rewards")
     p.add_argument("--results", help="results JSON (default benchmarks/results/vlm_rewards_<experiment>.json)")
     add_merge_arg(p, into="--results")  # parts of parallel runs, e.g. one per seed
+    add_resummarize_arg(p)
     args = p.parse_args()
+    if args.resummarize:
+        resummarize(args.resummarize, lambda report: {"summary": summarize(args.experiment, report["results"])})
+        return
     if args.merge:
         merge(args)
         return
