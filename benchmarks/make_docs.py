@@ -692,7 +692,8 @@ SECTIONS: list[tuple[str, str, list[tuple[str, Renderer]]]] = [
      "`benchmarks/vlm_rewards.py`: state-based Cal-QL on tabletop push, offline on demos then reset-free online, "
      "with different reward sources: RoboFuME's success classifier against the true reward, and KAGI's keypoint "
      "rewards (dense, noisy, wrong contact point) against the sparse reward.",
-     [("vlm_rewards_robofume.json", r_vlm_rewards), ("vlm_rewards_kagi.json", r_vlm_rewards)]),
+     [("vlm_rewards_robofume.json", r_vlm_rewards), ("vlm_rewards_kagi.json", r_vlm_rewards),
+      ("vlm_rewards_kagi_weak.json", r_vlm_rewards), ("vlm_rewards_kagi_pickplace.json", r_vlm_rewards)]),
     ("GFlowNets",
      "`benchmarks/gfn.py`: rlpt's trajectory balance against torchgfn on the HyperGrid, then OC-GFN reward-free "
      "pretraining and adaptation to new rewards (exact conversion, amortized adapter, TB from scratch), with "
@@ -758,7 +759,9 @@ READING: dict[str, str] = {
 }
 
 PART_PREFIXES = {"learning_": "learning.json", "gfn_part_": "gfn.json",
-                 "vlm_rewards_kagi_part_": "vlm_rewards_kagi.json"}
+                 "vlm_rewards_kagi_part_": "vlm_rewards_kagi.json",
+                 "vlm_rewards_kagi_weak_part_": "vlm_rewards_kagi_weak.json",
+                 "vlm_rewards_kagi_pickplace_part_": "vlm_rewards_kagi_pickplace.json"}
 
 INTRO = """# Benchmarks
 

@@ -111,6 +111,8 @@ def summarize(experiment: str, results: dict) -> dict:
     rows = {}
     for cond in CONDITIONS[experiment]:
         runs = [r[cond] for r in results.values() if cond in r]
+        if not runs:
+            continue
         rows[cond] = {"final_success": desc([r["final_success"] for r in runs]),
                       "offline_success": desc([r["offline_success"] for r in runs]),
                       "online_mean_success": desc([online_mean(r["curve"]) for r in runs]),
@@ -125,7 +127,7 @@ def summarize(experiment: str, results: dict) -> dict:
 
     t: dict = {}
     f = {c: (rows[c]["final_success"] or {}).get("mean") for c in rows}
-    if experiment == "robofume" and f["classifier"] is not None and f["ground_truth"] is not None:
+    if experiment == "robofume" and f.get("classifier") is not None and f.get("ground_truth") is not None:
         t["classifier_minus_gt_points"] = 100 * (f["classifier"] - f["ground_truth"])
         a, b = pair("classifier", "ground_truth")
         if len(a) >= 2:
@@ -140,7 +142,7 @@ def summarize(experiment: str, results: dict) -> dict:
         if dip:
             t["max_dip_points"] = 100 * dip["mean"]
             t["no_dip_gt_10"] = t["max_dip_points"] <= 10
-    if experiment == "kagi" and f["sparse"] is not None:
+    if experiment == "kagi" and f.get("sparse") is not None:
         # steps to 50% success per seed; a run that never got there counts as its online budget (a lower bound).
         # Seeds whose offline policy (shared by both runs of a seed) already succeeds >= 50% say nothing here.
         paired = [r for r in results.values() if "sparse" in r and "dense" in r]

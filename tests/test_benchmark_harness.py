@@ -122,3 +122,30 @@ def test_ope_ablation_summary_groups_variants_and_pairs_seeds_with_the_baseline(
     d = first["offline_minus_baseline"]  # per-seed differences 2, 3, 1
     assert d["paired"] and d["diff"] == 2.0 and 1.0 <= d["low"] < d["high"] <= 3.0
     assert summary[1]["offline_minus_baseline"] is None and summary[2]["offline_minus_baseline"] is None
+
+
+def _kagi_run(offline: float, curve: list[float], step: int = 500) -> dict:
+    pts = [(0, offline)] + [(step * (i + 1), v) for i, v in enumerate(curve)]
+    reach = next((s for s, v in pts if v >= 0.5), None)
+    return {"offline_success": offline, "final_success": pts[-1][1], "curve": pts, "online_steps": step * len(curve),
+            "steps_to_50": reach, "max_dip_first_2k": 0.0}
+
+
+def test_kagi_summary_pairs_seeds_and_counts_a_run_that_never_got_there_as_its_budget():
+    import vlm_rewards
+
+    fast, slow, never = [0.2, 0.6, 0.8, 0.9], [0.0, 0.2, 0.4, 0.6], [0.0, 0.1, 0.2, 0.3]
+    results = {str(s): {"sparse": _kagi_run(0.0, never if s == 0 else slow), "dense": _kagi_run(0.0, fast),
+                        "noise_0.05": _kagi_run(0.0, fast[:-1] + [0.7])} for s in range(5)}
+    t = vlm_rewards.summarize("kagi", results)["targets"]
+    assert t["steps_to_50_seeds_used"] == 5
+    assert t["sparse_steps_to_50"] == pytest.approx((2000 + 4 * 2000) / 5)  # seed 0 never: its 2,000-step budget
+    assert t["dense_steps_to_50"] == 1000 and t["dense_half_the_steps"] is True
+    assert t["sparse_never_reached_50_in_some_seeds"] is True
+    assert t["dense_over_sparse_interval"]["ratio"] == pytest.approx(0.5)
+    assert t["noise_loss_points"] == pytest.approx(20.0) and t["noise_loses_le_10"] is False
+    assert t["noise_loss_interval"]["low"] == pytest.approx(20.0)  # the same loss on every seed
+    assert t["dense_minus_sparse_online_mean_points"]["diff"] > 0
+    rows = vlm_rewards.summarize("kagi", results)["conditions"]
+    assert set(rows) == {"sparse", "dense", "noise_0.05"}  # conditions without runs are left out
+    assert rows["dense"]["final_success"]["mean_ci"] is not None
