@@ -730,8 +730,8 @@ READING: dict[str, str] = {
         "scratch is about level with ContextWM: the end result is mostly the architecture. Plain video pretraining "
         "transfers negatively. Every model is far worse than copying the last frame, because the held-out textures "
         "are unseen backgrounds after few training looks, and the linear state probe and reward error sit at the "
-        "no-information level for every initialisation. The agent-return comparison has few seeds and few "
-        "evaluation episodes per point: read it as a direction, not a measured size.",
+        "no-information level for every initialisation. The agent-return comparison (3 seeds, 3 evaluation "
+        "episodes per point) shows no effect: the interval of ContextWM − scratch spans 0.",
     "V-PTR":
         "Compared at the same number of updates, the ICVF encoder is level with scratch; at equal wall time scratch's "
         "extra offline updates beat both pretrainings. The matched scratch file reruns scratch with its offline phase "
