@@ -15,6 +15,10 @@ clip length (a fixed seed, so every checkpoint sees the same clips) and reports:
 - `pixel_change`: mean |last frame - first frame| / 255 of the clips, how much there is to see;
 - `feature_std` (the encoder output's std over these frames, mean over features) and `dead_features` (the share
   of outputs that are 0 on every frame): a collapsed encoder has both near 0 and 1;
+- `other_clip_gap`: mean V(s_t, own last frame) - V(s_t, another clip's last frame); > 0 when the value tells
+  its own clip's goal from another clip's (with randomized looks per clip, appearance alone can do that), and
+  `feature_std_within_clip` (the encoder output's std over the frames of one clip, mean over features and
+  clips) beside `feature_std`: a value that ordered frames needs features that change along a clip;
 - references that need no training, for what the clips allow: `pixel_order`, the same rank correlation for
   -|frame_t - last frame| (mean absolute pixel difference at the probe's resolution), `state_order` for
   -||qpos_t - qpos_last|| when the manifest has per-frame states (`rlpt video render` writes them), and
@@ -102,6 +106,11 @@ def probe(checkpoint: str, groups: dict[str, list[str]], clips: int, seed: int) 
         v = goal_values(value, batch)  # (B, T)
         with torch.no_grad():
             feats = value.encoder(torch.as_tensor(batch.reshape(-1, *batch.shape[2:])))  # (B*T, F)
+        b, t_len = batch.shape[:2]
+        f = feats.view(b, t_len, -1)  # (B, T, F)
+        with torch.no_grad():
+            other = torch.roll(f[:, -1], 1, 0)[:, None].expand_as(f).reshape(b * t_len, -1)  # another clip's goal
+            v_other = value.values(f.reshape(b * t_len, -1), other, other).mean(0).view(b, t_len).numpy()
         by_t = v.mean(0)
         out["groups"][name] = {
             "videos": len(paths), "clips": int(v.shape[0]), "value_order": rank_order(v),
@@ -110,6 +119,7 @@ def probe(checkpoint: str, groups: dict[str, list[str]], clips: int, seed: int) 
             "pixel_change": float(np.abs(batch[:, -1].astype(np.float32) - batch[:, 0]).mean() / 255.0),
             "feature_std": float(feats.std(0).mean()),
             "dead_features": float((feats.abs().amax(0) <= 1e-6).float().mean()),
+            "other_clip_gap": float((v - v_other).mean()), "feature_std_within_clip": float(f.std(1).mean()),
             **references(source, batch, index, config),
         }
     return out

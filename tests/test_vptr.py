@@ -494,6 +494,7 @@ def test_icvf_probe_reports_every_video_group(tmp_path, monkeypatch):
         assert np.isfinite([g["value_spread"], g["goal_gap"], g["feature_std"]]).all() and -1 <= g["value_order"] <= 1
         assert g["feature_std"] > 0 and 0 <= g["dead_features"] < 1  # a 2-step model has not collapsed
         assert -1 <= g["pixel_order"] <= 1 and g["static_share"] == 0.0  # the square moves every frame
+        assert np.isfinite(g["other_clip_gap"]) and 0 < g["feature_std_within_clip"] <= 2 * g["feature_std"]
     assert result["groups"]["left"]["state_order"] == pytest.approx(1.0)  # states approach the last one
     assert np.isnan(result["groups"]["right"]["state_order"])  # no states
     monkeypatch.setattr(sys, "argv", ["icvf_probe.py", str(ckpt), "--videos", str(tmp_path / "nope")])
