@@ -686,7 +686,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=int, default=40, help="successful demonstrations")
     r.add_argument("--failures", type=int, default=40, help="failed episodes")
     r.add_argument("--steps", type=int, default=1000, help="training steps")
-    r.add_argument("--camera", default="front", help="front, side, top or wrist")
+    r.add_argument("--camera", default="front", help="front, side, top, wrist or workspace")
     r.add_argument("--image-size", type=int, default=64)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--reverse", action="store_true", help="also record the reverse task (backward data)")
