@@ -449,8 +449,8 @@ def cmd_video_render(args) -> int:
 
     t0 = time.time()
     manifest = render_videos(args.out, domains=args.domains, clips=args.clips, frames=args.frames, size=args.size,
-                             seed=args.seed, texture_seeds=args.texture_seeds, force=args.force,
-                             quiet=args.quiet or None)
+                             seed=args.seed, texture_seeds=args.texture_seeds, cameras=args.cameras,
+                             force=args.force, quiet=args.quiet or None)
     mb = sum(f.stat().st_size for f in manifest.parent.rglob("*") if f.is_file()) / 2**20
     print(f"wrote {manifest}: {args.clips} clips x {args.frames} frames at {args.size}x{args.size} "
           f"({mb:.1f} MB) in {time.time() - t0:.0f}s")
@@ -686,7 +686,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=int, default=40, help="successful demonstrations")
     r.add_argument("--failures", type=int, default=40, help="failed episodes")
     r.add_argument("--steps", type=int, default=1000, help="training steps")
-    r.add_argument("--camera", default="front", help="front, side, top or wrist")
+    r.add_argument("--camera", default="front", help="front, side, top, wrist or workspace")
     r.add_argument("--image-size", type=int, default=64)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--reverse", action="store_true", help="also record the reverse task (backward data)")
@@ -821,6 +821,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     v.add_argument("--texture-seeds", default="0:1000", metavar="A:B",
                    help="range of appearance seeds, B exclusive (default 0:1000); use a disjoint range for "
                         "held-out looks")
+    v.add_argument("--cameras", nargs="+", default=None, metavar="CAMERA",
+                   help="tabletop domains: the static cameras a clip is filmed from, one drawn uniformly per clip "
+                        "from its looks (front, side, top, workspace; workspace is closer, the task fills the "
+                        "frame). Default: front, side or top with probabilities 0.6, 0.25, 0.15")
     v.add_argument("--force", action="store_true", help="replace OUT if it exists")
     v.set_defaults(func=cmd_video_render)
     v = vid.add_parser("info", help="count the usable and skipped videos of a video source (seconds)",

@@ -257,3 +257,49 @@ def test_ppo_learns_reach_better_than_random():
     random = _evaluate(eval_env, lambda _: rng.uniform(-1, 1, 4), seeds)
     assert ppo >= random + 0.4, (ppo, random)
 
+
+
+def _block_pixels(env, camera: str, size: int) -> int:
+    """Pixels showing the block in ``camera``'s image (MuJoCo segmentation render: geom ids)."""
+    import mujoco  # after rlpt.envs.tabletop, which sets up offscreen rendering
+
+    r = mujoco.Renderer(env.model, height=size, width=size)
+    try:
+        r.enable_segmentation_rendering()
+        r.update_scene(env.data, camera=camera)
+        seg = r.render()  # (H, W, 2): object id, object type
+    finally:
+        r.close()
+    block = env.model.geom("block").id
+    return int(((seg[..., 0] == block) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM)).sum())
+
+
+def test_workspace_camera_frames_the_task():
+    """The "workspace" camera shows the block about 3x larger (in pixels) than "front" at 32x32, and the block's start
+    and goal regions both lie inside its image."""
+    env = TabletopEnv("push", obs_mode="pixels", image_size=32, camera="workspace")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (32, 32, 3) and obs.std() > 5
+    assert np.array_equal(obs, env.render_camera("workspace", 32))
+    counts = {cam: _block_pixels(env, cam, 32) for cam in ("front", "workspace")}
+    assert counts["front"] >= 1 and counts["workspace"] >= 2.5 * counts["front"], counts  # 17 vs 6 when written
+    corners = [[x, y, 0.0] for x in (0.22, 0.32) for y in (-0.16, 0.02)]  # tasks.REGION_A / REGION_B extremes
+    uv = env.project(np.array(corners), "workspace", 32)
+    assert np.isfinite(uv).all() and (uv > 2).all() and (uv < 30).all(), uv
+
+
+def test_workspace_camera_jitter_is_deterministic():
+    env = TabletopEnv("push", obs_mode="pixels", image_size=32, camera="workspace")
+    env.reset(seed=0)
+    cid = env.model.camera("workspace").id
+    default_pos = env.model.cam_pos[cid].copy()
+    env.randomize(np.random.default_rng(3))
+    a = env.render_camera("workspace")
+    moved = env.model.cam_pos[cid] - default_pos
+    assert 0 < np.abs(moved).max() <= 0.03 + 1e-9  # jittered like the other static cameras
+    env.randomize(np.random.default_rng(4))
+    assert not np.array_equal(a, env.render_camera("workspace"))
+    env.randomize(np.random.default_rng(3))
+    assert np.array_equal(a, env.render_camera("workspace"))
+    env.randomize(np.random.default_rng(3), camera=False)
+    assert np.array_equal(env.model.cam_pos[cid], default_pos)

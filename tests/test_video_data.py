@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from rlpt.cli import main
+from rlpt.collect.video_render import render_videos
 from rlpt.data.video import VideoClipStream, open_videos
-from rlpt.errors import DatasetFileNotFoundError, VideoDataError
+from rlpt.errors import ConfigError, DatasetFileNotFoundError, VideoDataError
 from rlpt.media import write_video
 
 BITS = 8
@@ -280,3 +281,19 @@ def test_video_render_cli_writes_a_manifest_open_videos_reads(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 usable videos, 0 skipped" in out and "cheetah 1" in out
     assert main(["video", "render", "--out", str(tmp_path / "c"), "--domains", "nosuchdomain"]) == 2
+
+
+def test_video_render_cameras_option(tmp_path):
+    args = ["--quiet", "video", "render", "--domains", "tabletop-push", "--clips", "2", "--frames", "3", "--size", "32",
+            "--seed", "1"]
+    assert main([*args, "--out", str(tmp_path / "ws"), "--cameras", "workspace"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ws" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["camera"] for r in rows] == ["workspace", "workspace"]
+    assert json.loads((tmp_path / "ws" / "render.json").read_text())["command"].endswith("--cameras workspace")
+    assert main([*args, "--out", str(tmp_path / "front"), "--cameras", "front"]) == 0
+    ws = open_videos(tmp_path / "ws", clip_len=3, image_size=32).read_clip(0, 0)
+    front = open_videos(tmp_path / "front", clip_len=3, image_size=32).read_clip(0, 0)
+    assert np.abs(ws.astype(int) - front.astype(int)).mean() > 5  # another view of the same clip
+    assert main([*args, "--out", str(tmp_path / "bad"), "--cameras", "wrist"]) == 2  # not a static camera
+    with pytest.raises(ConfigError, match="--cameras"):
+        render_videos(tmp_path / "bad2", domains=["tabletop-push"], clips=1, frames=2, size=16, cameras=[])

@@ -84,6 +84,20 @@ def test_goal_and_intent_sampling_follows_the_reference_proportions():
     np.testing.assert_array_equal(b["goals"][:, 0], clips[b["goal_clip"], b["goal_frame"], 0])
 
 
+def test_random_goals_from_the_own_clip():
+    cfg = ICVFConfig.preset("tiny", random_goals="clip")
+    clips = np.arange(64 * 50, dtype=np.float32).reshape(64, 50, 1)
+    b = icvf_batch(clips, np.random.default_rng(0), cfg, batch_size=20_000)
+    own, t = b["clip"], b["t"]
+    for kind in ("goal", "intent"):
+        assert (b[f"{kind}_clip"] == own).all()  # no frame of another clip, so looks cannot tell a far goal
+        earlier = (b[f"{kind}_frame"] < t).mean()
+        assert 0.1 < earlier < 0.2  # the random picks (0.3) land before t about half the time
+    np.testing.assert_array_equal(b["goals"][:, 0], clips[own, b["goal_frame"], 0])
+    with pytest.raises(ConfigError, match="random_goals"):
+        ICVFConfig.preset("tiny", random_goals="video")
+
+
 def test_expectile_weights_and_multilinear_form():
     adv = torch.tensor([-2.0, -1e-6, 0.0, 3.0])
     np.testing.assert_allclose(expectile_weights(adv, 0.9).numpy(), [0.1, 0.1, 0.9, 0.9], rtol=1e-6)
@@ -477,6 +491,8 @@ def test_icvf_probe_reports_every_video_group(tmp_path, monkeypatch):
             for frame in clip:
                 writer.write(frame[:, :, ::-1])
             writer.release()
+            if group == "left":  # per-frame states beside the video, as `rlpt video render` writes them
+                np.save(folder / f"{k}.states.npy", np.c_[np.arange(len(clip)), np.zeros(len(clip))].astype(np.float32))
     ckpt = tmp_path / "icvf"
     assert main(["--quiet", "pretrain", "vptr", "--videos", str(tmp_path / "videos"), "--preset", "tiny", "--steps",
                  "2", "--out", str(ckpt), "--device", "cpu"]) == 0
@@ -499,6 +515,10 @@ def test_icvf_probe_reports_every_video_group(tmp_path, monkeypatch):
         assert len(g["value_by_t"]) == tiny_config().clip_len and g["clips"] == 4
         assert np.isfinite([g["value_spread"], g["goal_gap"], g["feature_std"]]).all() and -1 <= g["value_order"] <= 1
         assert g["feature_std"] > 0 and 0 <= g["dead_features"] < 1  # a 2-step model has not collapsed
+        assert -1 <= g["pixel_order"] <= 1 and g["static_share"] == 0.0  # the square moves every frame
+        assert np.isfinite(g["other_clip_gap"]) and 0 < g["feature_std_within_clip"] <= 2 * g["feature_std"]
+    assert result["groups"]["left"]["state_order"] == pytest.approx(1.0)  # states approach the last one
+    assert np.isnan(result["groups"]["right"]["state_order"])  # no states
     monkeypatch.setattr(sys, "argv", ["icvf_probe.py", str(ckpt), "--videos", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main()

@@ -13,7 +13,8 @@ Domains:
   * ``tabletop-<task>`` (``push``, ``reach``, ``pick-place``, ``drawer-open``, ... see `rlpt.envs.tabletop.TASKS`):
     rlpt's WidowX-like arm run by the task's scripted policy with random noise, or by OU noise actions;
     appearance through `rlpt.envs.tabletop.randomize.Appearance` (table texture, colours, lights, background,
-    camera jitter) and a random static camera (front, side, top).
+    camera jitter) and a random static camera (front, side, top by default; ``cameras`` picks others, e.g. the
+    "workspace" camera that frames the block's start and goal regions).
   * ``tabletop-hand-push``: another embodiment in the same scene (a stand-in for human video): the arm is hidden
     and a mocap "hand" (palm and forearm, random skin or glove colour) pushes the block towards the target.
 
@@ -52,6 +53,8 @@ DMC_DEFAULT_TASKS = {
 }
 DEFAULT_DOMAINS = ("cheetah", "walker", "hopper", "finger", "tabletop-push", "tabletop-hand-push")
 DEFAULT_TEXTURE_SEEDS = (0, 1000)
+DEFAULT_TABLETOP_CAMERAS = (("front", "side", "top"), (0.6, 0.25, 0.15))  # tabletop clips: cameras, probabilities
+TABLETOP_VIDEO_CAMERAS = ("front", "side", "top", "workspace")  # static cameras a clip may be filmed from
 FRAME_DT = 0.04  # target seconds between frames for dm_control domains (action repeat rounds to it)
 
 
@@ -250,13 +253,32 @@ class DMCSource:
 
 
 # ------------------------------------------------------------------------------------------ tabletop
+def parse_cameras(cameras: tuple[str, ...] | list[str] | None) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """Tabletop cameras for clips and their probabilities: the default mix for None, else the given cameras
+    (validated, duplicates dropped) drawn uniformly."""
+    if cameras is None:
+        return DEFAULT_TABLETOP_CAMERAS
+    names = tuple(dict.fromkeys(str(c) for c in cameras))
+    bad = [c for c in names if c not in TABLETOP_VIDEO_CAMERAS]
+    if not names or bad:
+        raise ConfigError(f"video render: --cameras expected one or more of {list(TABLETOP_VIDEO_CAMERAS)}, "
+                          f"got {list(cameras)}")
+    return names, None
+
+
+def pick_camera(cameras: tuple[tuple[str, ...], tuple[float, ...] | None], app_rng: np.random.Generator) -> str:
+    """One camera of ``parse_cameras``' result, drawn from the clip's appearance rng."""
+    names, p = cameras
+    return names[app_rng.choice(len(names), p=None if p is None else list(p))]
+
+
 class TabletopSource:
     """rlpt's tabletop arm on one task: scripted (with noise) or OU-noise behaviour, randomized appearance."""
 
-    def __init__(self, task: str, size: int) -> None:
+    def __init__(self, task: str, size: int, cameras: tuple[str, ...] | list[str] | None = None) -> None:
         from rlpt.envs.tabletop import TabletopEnv
 
-        self.task = task
+        self.task, self.cameras = task, parse_cameras(cameras)
         self.env = TabletopEnv(task, obs_mode="state", image_size=size)
         self.fps = float(self.env.metadata["render_fps"])
 
@@ -265,7 +287,7 @@ class TabletopSource:
 
         env = self.env
         env.randomize(app_rng)
-        camera = ("front", "side", "top")[app_rng.choice(3, p=[0.6, 0.25, 0.15])]
+        camera = pick_camera(self.cameras, app_rng)
         env.reset(seed=int(rng.integers(2**31)))
         if rng.uniform() < 0.75:
             noise = float(rng.uniform(0.0, 0.4))
@@ -296,8 +318,9 @@ class HandPushSource:
 
     PALM = 0.022  # palm sphere radius (m)
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, cameras: tuple[str, ...] | list[str] | None = None) -> None:
         setup_offscreen_rendering()
+        self.cameras = parse_cameras(cameras)
         import mujoco
 
         from rlpt.envs.tabletop.env import ASSET_PATH
@@ -371,7 +394,7 @@ class HandPushSource:
         colour = np.array(skin) if app_rng.uniform() < 0.7 else _hsv(app_rng)  # bare hand or a glove
         m.geom_rgba[self._hand_geoms, :3] = colour
         m.geom_rgba[self._hand_geoms[2], :3] = np.clip(colour * app_rng.uniform(0.6, 1.1), 0, 1)  # sleeve tint
-        camera = ("front", "side", "top")[app_rng.choice(3, p=[0.6, 0.25, 0.15])]
+        camera = pick_camera(self.cameras, app_rng)
         self._reset(rng)
         speed = rng.uniform(0.01, 0.02)
         wobble = rng.uniform(0.0, 0.01)
@@ -419,10 +442,11 @@ class HandPushSource:
 
 
 # ------------------------------------------------------------------------------------------- driver
-def make_source(domain: str, size: int):
-    """The renderer for a domain name: "cheetah", "walker-run", "tabletop-push", "tabletop-hand-push", ..."""
+def make_source(domain: str, size: int, cameras: tuple[str, ...] | list[str] | None = None):
+    """The renderer for a domain name: "cheetah", "walker-run", "tabletop-push", "tabletop-hand-push", ...
+    ``cameras``: the tabletop domains' static cameras (`parse_cameras`); dm_control domains keep their own."""
     if domain == "tabletop-hand-push":
-        return HandPushSource(size)
+        return HandPushSource(size, cameras)
     if domain.startswith("tabletop-"):
         from rlpt.envs.tabletop import TASKS
 
@@ -430,7 +454,7 @@ def make_source(domain: str, size: int):
         if task not in TASKS:
             raise ConfigError(f"video render: unknown tabletop task {task!r} in domain {domain!r}; expected "
                               f"tabletop-<task> with task in {sorted(TASKS)} or tabletop-hand-push")
-        return TabletopSource(task, size)
+        return TabletopSource(task, size, cameras)
     name, _, task = domain.partition("-")
     task = task or DMC_DEFAULT_TASKS.get(name, "")
     from rlpt.envs.dmc import dmc_tasks
@@ -444,7 +468,8 @@ def make_source(domain: str, size: int):
 
 def render_videos(out: str | os.PathLike, domains: tuple[str, ...] | list[str] = DEFAULT_DOMAINS, clips: int = 100,
                   frames: int = 50, size: int = 64, seed: int = 0,
-                  texture_seeds: tuple[int, int] | str = DEFAULT_TEXTURE_SEEDS, force: bool = False,
+                  texture_seeds: tuple[int, int] | str = DEFAULT_TEXTURE_SEEDS,
+                  cameras: tuple[str, ...] | list[str] | None = None, force: bool = False,
                   quiet: bool | None = None) -> Path:
     """Render ``clips`` clips of ``frames`` frames at ``size`` x ``size``, domains taken in turn; return the
     manifest path.
@@ -454,6 +479,9 @@ def render_videos(out: str | os.PathLike, domains: tuple[str, ...] | list[str] =
     behaviour); the appearance comes from ``np.random.default_rng(texture_seed)`` alone. Each manifest line:
     ``path``, ``frames``, ``fps``, ``domain``, ``task``, ``texture_seed``, ``clip_seed`` ([seed, i]),
     ``behaviour``, ``camera``, ``states`` (.npy, (frames, qpos + qvel + mocap_pos) float32), ``state_layout``.
+
+    ``cameras`` (tabletop domains): the static cameras a clip is filmed from, one drawn uniformly per clip by the
+    appearance rng; None keeps the default mix (front 0.6, side 0.25, top 0.15).
 
     The folder is written under ``<out>.partial`` and moved into place at the end.
     """
@@ -469,10 +497,11 @@ def render_videos(out: str | os.PathLike, domains: tuple[str, ...] | list[str] =
         raise ConfigError(f"video render: expected clips >= 1, frames >= 1 and size >= 8, got clips={clips}, "
                           f"frames={frames}, size={size}")
     a, b = parse_texture_seeds(texture_seeds)
+    camera_mix = parse_cameras(cameras)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise ConfigError(f"video render: {out} exists and is not empty; pass --force to replace it")
-    sources = {d: make_source(d, size) for d in dict.fromkeys(domains)}  # validates every name first
+    sources = {d: make_source(d, size, cameras) for d in dict.fromkeys(domains)}  # validates every name first
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -509,8 +538,11 @@ def render_videos(out: str | os.PathLike, domains: tuple[str, ...] | list[str] =
 
     write_json(staging / "render.json", {
         "command": (f"rlpt video render --out {out} --domains {' '.join(domains)} --clips {clips} --frames {frames} "
-                    f"--size {size} --seed {seed} --texture-seeds {a}:{b}"),
+                    f"--size {size} --seed {seed} --texture-seeds {a}:{b}"
+                    + (f" --cameras {' '.join(camera_mix[0])}" if cameras is not None else "")),
         "domains": domains, "clips": clips, "frames": frames, "size": size, "seed": seed,
+        "tabletop_cameras": {"cameras": list(camera_mix[0]), "probabilities": list(camera_mix[1]) if camera_mix[1]
+                             else None},
         "texture_seeds": [a, b], "clips_per_domain": per_domain, "seconds": round(time.time() - t0, 1),
         "gl_backend": setup_offscreen_rendering(), "codec": "mp4v",
         "versions": {"python": platform.python_version(), "mujoco": mujoco.__version__, "opencv": cv2.__version__,

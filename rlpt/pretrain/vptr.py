@@ -65,6 +65,7 @@ from rlpt.utils import (
     write_json,
 )
 
+RANDOM_GOALS = ("batch", "clip")  # ICVFConfig.random_goals
 CHECKPOINT_FORMAT = "rlpt.vptr"
 CHECKPOINT_VERSION = 1
 META_FILE = "vptr.json"  # marks a V-PTR checkpoint folder
@@ -97,6 +98,10 @@ class ICVFConfig:
     p_trajgoal: float = 0.5
     p_randomgoal: float = 0.3
     p_samegoal: float = 0.5
+    # [ours] where the p_randomgoal goals come from: "batch" (the reference: a random frame of a random clip of
+    # the batch) or "clip" (a random frame of the transition's own clip, earlier or later). With randomized
+    # looks per clip, "batch" lets the value tell a far goal by its appearance alone; "clip" does not.
+    random_goals: str = "batch"
     # optimisation
     lr: float = 5e-5  # [paper] vision learning rate
     adam_eps: float = 3.125e-4  # [paper]
@@ -166,6 +171,8 @@ class ICVFConfig:
             raise ConfigError(f"{source}: p_currgoal + p_trajgoal + p_randomgoal must be 1 (each >= 0), got {probs}")
         if self.p_currgoal >= 1.0:
             raise ConfigError(f"{source}: p_currgoal must be < 1, got {self.p_currgoal}")
+        if self.random_goals not in RANDOM_GOALS:
+            raise ConfigError(f"{source}: random_goals must be one of {list(RANDOM_GOALS)}, got {self.random_goals!r}")
         if not 0.0 <= self.p_samegoal <= 1.0:
             raise ConfigError(f"{source}: p_samegoal must be in [0, 1], got {self.p_samegoal}")
         if not 0.0 < self.expectile < 1.0:
@@ -193,15 +200,17 @@ def build_icvf(config: ICVFConfig) -> ICVFValue:
 
 # ============================================================================ sampling
 def sample_goals(own: np.ndarray, t: np.ndarray, n_clips: int, clip_len: int, rng: np.random.Generator,
-                 p_currgoal: float, p_trajgoal: float) -> tuple[np.ndarray, np.ndarray]:
+                 p_currgoal: float, p_trajgoal: float, random_goals: str = "batch") -> tuple[np.ndarray, np.ndarray]:
     """Goal frames for transitions at frame `t` (B,) of clip `own` (B,), among `n_clips` clips of `clip_len`
     frames: `(clip (B,), frame (B,))`.
 
-    As icvf_release's `GCDataset.sample_goals`: a random frame of a random clip, replaced with probability
-    p_trajgoal / (1 - p_currgoal) by a frame between t and the clip's end (round(t*u + end*(1-u)), u ~ U[0, 1)),
-    then with probability p_currgoal by the current frame."""
+    As icvf_release's `GCDataset.sample_goals`: a random frame of a random clip (of the own clip when
+    `random_goals="clip"`), replaced with probability p_trajgoal / (1 - p_currgoal) by a frame between t and the
+    clip's end (round(t*u + end*(1-u)), u ~ U[0, 1)), then with probability p_currgoal by the current frame."""
     b = len(t)
     clip = rng.integers(0, n_clips, size=b)
+    if random_goals == "clip":
+        clip = own.copy()
     frame = rng.integers(0, clip_len, size=b)
     u = rng.random(b)
     future = np.round(t * u + (clip_len - 1) * (1.0 - u)).astype(np.int64)
@@ -223,8 +232,8 @@ def icvf_batch(clips: np.ndarray, rng: np.random.Generator, config: ICVFConfig,
     b = n if batch_size is None else int(batch_size)
     own = np.arange(b) % n
     t = rng.integers(0, t_len - 1, size=b)
-    z_clip, z_frame = sample_goals(own, t, n, t_len, rng, config.p_currgoal, config.p_trajgoal)
-    g_clip, g_frame = sample_goals(own, t, n, t_len, rng, config.p_currgoal, config.p_trajgoal)
+    z_clip, z_frame = sample_goals(own, t, n, t_len, rng, config.p_currgoal, config.p_trajgoal, config.random_goals)
+    g_clip, g_frame = sample_goals(own, t, n, t_len, rng, config.p_currgoal, config.p_trajgoal, config.random_goals)
     same = rng.random(b) < config.p_samegoal
     g_clip, g_frame = np.where(same, z_clip, g_clip), np.where(same, z_frame, g_frame)
     at_goal = (g_clip == own) & (g_frame == t)
@@ -536,6 +545,7 @@ def pretrain(videos: Any, config: ICVFConfig | None = None, steps: int = 1000,
     return out
 
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "META_FILE", "ArrayClips", "ICVFConfig", "ICVFLearner",
-           "build_icvf", "check_clips", "expectile_weights", "goal_values", "icvf_batch", "icvf_loss", "load_encoder",
-           "load_icvf", "open_video_source", "pretrain", "rank_order", "read_meta", "sample_goals", "value_order"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "META_FILE", "RANDOM_GOALS", "ArrayClips", "ICVFConfig",
+           "ICVFLearner", "build_icvf", "check_clips", "expectile_weights", "goal_values", "icvf_batch", "icvf_loss",
+           "load_encoder", "load_icvf", "open_video_source", "pretrain", "rank_order", "read_meta", "sample_goals",
+           "value_order"]

@@ -46,7 +46,7 @@ ASSET_PATH = Path(__file__).resolve().parent.parent / "assets" / "tabletop.xml"
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 FINGER_CLOSED, FINGER_OPEN = 0.015, 0.037  # finger joint targets (m); gap = 2 * value
-CAMERAS = ("front", "side", "top", "wrist")
+CAMERAS = ("front", "side", "top", "wrist", "workspace")
 OBS_MODES = ("state", "pixels", "state+pixels")
 CONTROLS = ("ee_delta", "joint_pos")
 REWARDS = ("dense", "sparse")
@@ -100,7 +100,8 @@ class TabletopEnv(gym.Env):
         control: "ee_delta" (4-d action) or "joint_pos" (7-d action).
         reward: "dense" (shaped, see ``rlpt.envs.tabletop.tasks.TASKS_DOC``) or "sparse" (1.0 on success).
         image_size: side of square pixel observations (and of ``render()``); an int or (H, W).
-        camera: "front", "side", "top" or "wrist".
+        camera: "front", "side", "top", "wrist" or "workspace" (closer, from above the block's start and goal
+            regions: the task fills the frame, for low-resolution pixel observations).
         render_mode: None or "rgb_array".
         max_episode_steps: truncation length; default per task (``TaskSpec.max_episode_steps``).
         terminate_on_success: end the episode (terminated=True) when the success predicate holds.

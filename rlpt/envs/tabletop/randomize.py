@@ -15,6 +15,9 @@ TABLE_MATERIALS = ("table_plain", "table_checker", "table_grid", "table_gradient
 FLOOR_MATERIALS = ("floor_plain", "floor_grid")
 OBJECT_MATERIALS = ("arm", "arm_joint", "finger", "cabinet", "drawer", "handle")
 STATIC_CAMERAS = ("front", "side", "top")
+# Static cameras added later; jittered after every other group so that a seed's draws for the groups above (and
+# so every look a seed gave before) stay the same.
+LATER_CAMERAS = ("workspace",)
 
 
 def _hsv(rng: np.random.Generator, s=(0.5, 1.0), v=(0.4, 1.0), alpha: float = 1.0) -> np.ndarray:
@@ -42,6 +45,7 @@ class Appearance:
         self._geom = {n: m.geom(n).id for n in ("table", "floor", "block", "target_disc", "target_ball")}
         self._mat = {n: m.material(n).id for n in (*TABLE_MATERIALS, *FLOOR_MATERIALS, *OBJECT_MATERIALS)}
         self._cams = [m.camera(n).id for n in (*STATIC_CAMERAS, "wrist")]
+        self._later_cams = [m.camera(n).id for n in LATER_CAMERAS]
         self.target_visual = "ball"
         self._defaults = {
             "geom_rgba": m.geom_rgba.copy(), "geom_matid": m.geom_matid.copy(), "mat_rgba": m.mat_rgba.copy(),
@@ -75,7 +79,8 @@ class Appearance:
         textures: table material (plain, checker, grid, gradient, noise).
         colours: block, target, arm, fingers, cabinet, drawer and handle colours.
         lighting: light positions, directions and intensities, headlight ambient/diffuse.
-        camera: static cameras moved by up to 3 cm and turned by up to 3 degrees (wrist: 1 cm, 2 deg).
+        camera: static cameras moved by up to 3 cm and turned by up to 3 degrees (wrist: 1 cm, 2 deg); the
+            "workspace" camera's draws come last, after the background's.
         background: table tint, floor material and colour.
         """
         self.restore()
@@ -99,14 +104,21 @@ class Appearance:
         if camera:
             for i, cid in enumerate(self._cams):
                 wrist = i == len(self._cams) - 1
-                shift, turn = (0.01, np.deg2rad(2)) if wrist else (0.03, np.deg2rad(3))
-                m.cam_pos[cid] = self._defaults["cam_pos"][cid] + rng.uniform(-shift, shift, 3)
-                q = np.zeros(4)
-                mujoco.mju_mulQuat(q, _small_rotation(rng, turn), self._defaults["cam_quat"][cid])
-                m.cam_quat[cid] = q
+                self._jitter_camera(rng, cid, *((0.01, np.deg2rad(2)) if wrist else (0.03, np.deg2rad(3))))
         if background:
             table_mat = m.geom_matid[self._geom["table"]]
             m.mat_rgba[table_mat] = np.r_[rng.uniform(0.4, 1.0, 3), 1.0]
             m.geom_matid[self._geom["floor"]] = self._mat[FLOOR_MATERIALS[rng.integers(len(FLOOR_MATERIALS))]]
             m.mat_rgba[m.geom_matid[self._geom["floor"]]] = _hsv(rng, s=(0.0, 0.6), v=(0.1, 0.8))
+        if camera:
+            for cid in self._later_cams:
+                self._jitter_camera(rng, cid, 0.03, np.deg2rad(3))
         self.apply_target_visibility()
+
+    def _jitter_camera(self, rng: np.random.Generator, cid: int, shift: float, turn: float) -> None:
+        """Move camera ``cid`` from its default by up to ``shift`` m per axis and turn it by up to ``turn`` rad."""
+        m = self.model
+        m.cam_pos[cid] = self._defaults["cam_pos"][cid] + rng.uniform(-shift, shift, 3)
+        q = np.zeros(4)
+        mujoco.mju_mulQuat(q, _small_rotation(rng, turn), self._defaults["cam_quat"][cid])
+        m.cam_quat[cid] = q
