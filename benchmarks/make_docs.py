@@ -545,7 +545,8 @@ def r_vlm_rewards(name, d, figdir):
             return diff_cell(v, 1, " points")
         return num(v, 3)
 
-    out += table(["measure", "value"], [[k, value(v)] for k, v in tg.items()])
+    if tg:
+        out += table(["measure", "value"], [[k, value(v)] for k, v in tg.items()])
     res = d.get("results", {})
     if res:
         plt = _plt()
