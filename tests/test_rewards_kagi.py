@@ -440,3 +440,35 @@ def test_wrapper_dense_reward_rises_over_a_scripted_push():
     assert r[-1] == 0.0 and np.all(r[:-1] < 0) and infos[-1]["reward_model"]["success"]
     assert [i["reward_model"]["success"] for i in infos] == [i["success"] for i in infos]
     env.close()
+
+
+def test_relabelled_demonstrations_get_the_rewards_they_got_online():
+    """`for_dataset` plans each recorded episode on the scene its first reached state shows: relabelling recorded
+    scripted pushes (two scenes, no live simulator behind them) repeats the online rewards exactly."""
+    env = TabletopEnv("push", max_episode_steps=80)
+    proposer = OracleKeypointProposer()
+    model = SuccessOverrideReward(KeypointProgressReward(proposer=proposer, context=env), tabletop_block_success)
+    wrapped, policy = RewardWrapper(env, model, terminate_on_success=True), scripted_policy(env)
+    rows: dict[str, list] = {"obs": [], "next": [], "reward": [], "terminal": []}
+    plans = []
+    for seed in (3, 4):
+        obs, _ = wrapped.reset(seed=seed)
+        for _ in range(80):
+            nxt, r, terminated, truncated, _ = wrapped.step(policy(obs))
+            for k, v in zip(rows, (obs, nxt, r, terminated), strict=True):
+                rows[k].append(v)
+            obs = nxt
+            if terminated or truncated:
+                break
+        plans.append(model.dense.current_plan(wrapped.instruction).waypoints)
+    n = len(rows["reward"])
+    data = Dataset(np.array(rows["obs"], np.float32), np.zeros((n, 4), np.float32), np.zeros(n, np.float32),
+                   np.array(rows["terminal"]), np.zeros(n, bool), np.array(rows["next"], np.float32))
+    offline = model.for_dataset()
+    assert offline.dense is not model.dense and offline.dense.proposer is proposer
+    out = relabel(data, offline, instruction=wrapped.instruction)
+    np.testing.assert_allclose(out.rewards, rows["reward"], atol=1e-6)
+    assert out.rewards.min() < -0.9 and (out.rewards == 0).sum() == 2
+    np.testing.assert_allclose(offline.dense.current_plan(wrapped.instruction).waypoints, plans[-1], atol=1e-6)
+    assert model.dense.current_plan(wrapped.instruction) is not None  # the online model's plans are untouched
+    env.close()

@@ -144,6 +144,11 @@ class RewardModel(abc.ABC):
         """A JSON-able description for run folders (never secrets)."""
         return {"type": type(self).__name__}
 
+    def for_dataset(self) -> RewardModel:
+        """The model that scores recorded data (`relabel`); by default this one. Models that read the live env
+        (e.g. a keypoint plan of the current scene) return one that reads the recorded states instead."""
+        return self
+
     def metrics(self) -> dict[str, float]:
         """The backend's own counters (requests, retries, cache hits, ...), merged into the wrapper's metrics
         under reward_model/backend_<name>."""

@@ -124,11 +124,14 @@ def offline_rewards(dataset: Dataset, reward: dict[str, Any], model: RewardModel
                                                                           "offset": offset}})
     if model is None:
         raise ConfigError("reward.offline=model needs a reward model")
-    return relabel(dataset, model, instruction=str(reward.get("instruction", instruction)),
-                   mode=reward.get("mode", "replace"), env_scale=float(reward.get("env_scale", 1.0)),
-                   env_offset=float(reward.get("env_offset", 0.0)),
-                   weight=float(reward.get("weight", 1.0)), scale=scale, offset=offset,
-                   terminate_on_success=bool(reward.get("terminate_on_success", False)))
+    terminate = bool(reward.get("terminate_on_success", False))
+    out = relabel(dataset, model.for_dataset(), instruction=str(reward.get("instruction", instruction)),
+                  mode=reward.get("mode", "replace"), env_scale=float(reward.get("env_scale", 1.0)),
+                  env_offset=float(reward.get("env_offset", 0.0)),
+                  weight=float(reward.get("weight", 1.0)), scale=scale, offset=offset)
+    if terminate and "reward_model_success" in out.infos:  # each episode ends at its first success, as online
+        out = cut_at_first_success(out, np.asarray(out.infos["reward_model_success"], bool))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ builders

@@ -15,6 +15,7 @@ top-left pixel, so pixel (row i, column j) has its centre at (j + 0.5, i + 0.5).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 import json
@@ -193,6 +194,28 @@ def scene_from_env(env: Any, size: int = 256, views: Sequence[str] = ("top", "si
     return SceneContext(cams, poses, (WORKSPACE_LOW.copy(), WORKSPACE_HIGH.copy()),
                         str(getattr(task, "instruction", "")), str(getattr(base, "task_name", "")),
                         renderer=lambda view, hw: base.render_camera(view, hw))
+
+
+# Poses in TabletopEnv.state(): name -> (position slice, quaternion slice or None: the identity).
+TABLETOP_POSES: dict[str, tuple[slice, slice | None]] = {"block": (slice(4, 7), slice(7, 11)),
+                                                         "target": (slice(11, 14), None)}
+
+
+@dataclass
+class RecordedScenes:
+    """The scenes of recorded episodes, whose simulator state is gone: `base`'s cameras, workspace and task with
+    the object poses read from a state vector (`poses`: name -> (position slice, quaternion slice or None)).
+    The scenes have no images, so only proposers that need none (the oracle) can plan on them."""
+
+    base: SceneContext
+    poses: Mapping[str, tuple[slice, slice | None]] = field(default_factory=lambda: dict(TABLETOP_POSES))
+
+    def at(self, state: np.ndarray) -> SceneContext:
+        """The scene whose objects are where `state` (D,) puts them."""
+        s = np.asarray(state, float).reshape(-1)
+        poses = {name: (s[p].copy(), np.array([1.0, 0.0, 0.0, 0.0]) if q is None else s[q].copy())
+                 for name, (p, q) in self.poses.items()}
+        return SceneContext(self.base.cameras, poses, self.base.workspace, self.base.instruction, self.base.task)
 
 
 def as_scene(context: Any, size: int = 256) -> SceneContext:
@@ -803,12 +826,15 @@ class KeypointProgressReward(RewardModel):
         """The plan used for `instruction` (None when no proposal has succeeded yet)."""
         return self.plans.get(instruction, self.fixed_plan)
 
-    def _update_plan(self, instruction: str) -> None:
+    def _update_plan(self, instruction: str, state: np.ndarray) -> None:
         if self.proposer is None:
             return
         if self.refresh == "task" and instruction in self.plans:
             return
-        ctx = self.context() if callable(self.context) else self.context
+        if isinstance(self.context, RecordedScenes):  # relabelling: the scene the episode's first state shows
+            ctx = self.context.at(state)
+        else:
+            ctx = self.context() if callable(self.context) else self.context
         try:
             self.plans[instruction] = self.proposer.propose(ctx)
         except RewardModelError as err:
@@ -837,7 +863,7 @@ class KeypointProgressReward(RewardModel):
             raise ConfigError("KeypointProgressReward: the query has no states (it needs ('states',))")
         if self._ep.new:
             self._ep.new = False
-            self._update_plan(query.instruction)
+            self._update_plan(query.instruction, np.asarray(query.states)[0])
         plan = self.current_plan(query.instruction)
         n = len(query)
         if plan is None:
@@ -856,6 +882,18 @@ class KeypointProgressReward(RewardModel):
                 reward[i] = -1.0 + phi
             self._ep.phi = phi
         return RewardOutput(reward, np.ones(n, bool))
+
+    def for_dataset(self) -> KeypointProgressReward:
+        """A copy that plans each recorded episode on the scene its first state shows (`RecordedScenes`), with the
+        same proposer, settings and positions; a fixed plan needs no scene, so that model is returned as is."""
+        if self.proposer is None or isinstance(self.context, RecordedScenes):
+            return self
+        ctx = self.context() if callable(self.context) else self.context
+        base = as_scene(ctx, getattr(self.proposer, "image_size", 256))
+        out = copy.copy(self)
+        out.context = RecordedScenes(base)
+        out.plans, out.plan_failures, out._ep = {}, Counter(), _Episode()
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "delta": self.delta, "potential": self.potential, "beta": self.beta,
@@ -923,6 +961,10 @@ class SuccessOverrideReward(RewardModel):
         reward = np.where(hit, self.success_reward, d.reward)
         reasons = ["" if h else r for h, r in zip(hit, d.reasons, strict=True)]
         return RewardOutput(reward, hit | d.valid, hit, s.prob, reasons)
+
+    def for_dataset(self) -> SuccessOverrideReward:
+        return SuccessOverrideReward(self.dense.for_dataset(), self.success_model.for_dataset(),
+                                     success_reward=self.success_reward)
 
     def success_metrics(self) -> dict[str, float]:
         """reward_model/success_fallback_<reason> counts (success answers that fell back to the dense reward)."""

@@ -163,7 +163,9 @@ def relabel(dataset: Dataset, model: RewardModel, *, instruction: str = "", mode
             views: dict[str, np.ndarray] | None = None, progress: bool = False) -> Dataset:
     """A copy of `dataset` whose rewards come from `model`, scored in batches of `model.batch_size`.
 
-    Images come from `dataset.images` (or image observations); states from vector observations. Rows the
+    Images come from `dataset.images` (or image observations: the frames recorded before each step); states from
+    the vector next observations (the state each transition reaches, which an online wrapper scores), or the
+    observations when the dataset has no next observations. Rows the
     model cannot score get their original reward (`fallback="keep"`) or the last valid model reward of the
     same episode ("last"), through the same `scale * r + offset` as scored rows (as the wrapper's fallback);
     `env_scale`/`env_offset` map the original rewards first, as in RewardWrapper.
@@ -176,7 +178,9 @@ def relabel(dataset: Dataset, model: RewardModel, *, instruction: str = "", mode
         raise ConfigError(f"relabel: fallback must be 'keep' or 'last'; got {fallback!r}")
     obs = dataset.observations
     images = dataset.images if dataset.images is not None else (obs if obs.dtype == np.uint8 else None)
-    states = obs.astype(np.float32).reshape(len(obs), -1) if obs.dtype != np.uint8 else None
+    # a transition's reward is judged on the state it reaches, as online; recorded frames are the pre-step ones
+    reached = dataset.next_observations if dataset.next_observations is not None else obs
+    states = reached.astype(np.float32).reshape(len(obs), -1) if obs.dtype != np.uint8 else None
     if "images" in model.needs and images is None:
         raise ConfigError(f"relabel: {type(model).__name__} needs images but the dataset "
                           f"({dataset.source}) has neither `images` nor image observations")
