@@ -708,7 +708,7 @@ SECTIONS: list[tuple[str, str, list[tuple[str, Renderer]]]] = [
     ("RoboFuME and KAGI rewards",
      "`benchmarks/vlm_rewards.py`: state-based Cal-QL on tabletop push, offline on demos then reset-free online, "
      "with different reward sources: RoboFuME's success classifier against the true reward, and KAGI's keypoint "
-     "rewards (dense, noisy, wrong contact point) against the sparse reward.",
+     "rewards (dense, dense on the demonstrations too, noisy, wrong contact point) against the sparse reward.",
      [("vlm_rewards_robofume.json", r_vlm_rewards), ("vlm_rewards_robofume_weak.json", r_vlm_rewards),
       ("vlm_rewards_kagi.json", r_vlm_rewards),
       ("vlm_rewards_kagi_weak.json", r_vlm_rewards), ("vlm_rewards_kagi_pickplace.json", r_vlm_rewards)]),

@@ -7,7 +7,8 @@ RoboFuME (agents/robofume/tabletop-push.yaml): Cal-QL with rlpt's success-classi
 the ground-truth success reward. Targets (issue): classifier run within 15 success-rate points of the
 ground-truth run; classifier false-positive rate < 10% (held-out rollouts, from the classifier's report); no dip
 of more than 10 points below the offline success rate in the first 2k online steps.
-KAGI (agents/kagi/tabletop-push.yaml): sparse-only (ground-truth success, -1/0) vs the dense keypoint reward,
+KAGI (agents/kagi/tabletop-push.yaml): sparse-only (ground-truth success, -1/0) vs the dense keypoint reward
+(online only, or `dense_offline`: also on the demonstrations, each relabelled with its own scene's plan),
 with 5% keypoint noise, with a wrong contact point (success override), and the wrong contact point with the
 potential-based variant. Targets: dense reaches 50% success in at most half the online steps of sparse-only;
 5% noise loses at most 10 points; wrong contact (override or potential) ends no worse than sparse-only - 10.

@@ -98,6 +98,35 @@ def test_random_goals_from_the_own_clip():
         ICVFConfig.preset("tiny", random_goals="video")
 
 
+def test_mc_floor_bounds_targets_by_the_clips_own_return():
+    cfg = ICVFConfig.preset("tiny", discount=0.9, mc_floor=True)
+    clips = np.arange(16 * 20, dtype=np.float32).reshape(16, 20, 1)
+    b = icvf_batch(clips, np.random.default_rng(0), cfg, batch_size=5000)
+    own, t, gc, gf = b["clip"], b["t"], b["goal_clip"], b["goal_frame"]
+    on_path = (gc == own) & (gf >= t) & (gc == b["intent_clip"]) & (gf == b["intent_frame"])
+    assert 0.2 < on_path.mean() < 0.5
+    k = gf[on_path] - t[on_path]
+    np.testing.assert_allclose(b["mc_returns"][on_path], -(1 - 0.9 ** k) / 0.1, rtol=1e-5)
+    assert np.isneginf(b["mc_returns"][~on_path]).all()  # another goal or intent: the clip says nothing
+    # the floor lifts TD targets below the clip's return: a value at -50 everywhere is pulled up on the path
+    value = build_icvf(cfg.replace(encoder="FlatEncoder", encoder_kwargs={"in_dim": 1}))
+    with torch.no_grad():
+        for head in value.heads:
+            head.matrix_a.weight.zero_()
+            head.matrix_b.weight.zero_()
+            head.matrix_a.bias.fill_(1.0)
+            head.matrix_b.bias.fill_(-50.0 / head.matrix_a.bias.numel())
+    learner = ICVFLearner(cfg.replace(encoder="FlatEncoder", encoder_kwargs={"in_dim": 1}), device="cpu")
+    tensors = learner.tensors(b)
+    floored = icvf_loss(value, value, tensors, cfg)[0].item()
+    plain = icvf_loss(value, value, tensors, cfg.replace(mc_floor=False))[0].item()
+    assert floored > plain  # targets moved away from the -50 value on the path rows
+    mixed = icvf_loss(value, value, tensors, cfg.replace(mc_floor=False, mc_weight=1.0))[0].item()
+    assert mixed == pytest.approx(floored, rel=1e-5)  # here the clip's return is above every TD target
+    with pytest.raises(ConfigError, match="mc_weight"):
+        cfg.replace(mc_weight=1.5)
+
+
 def test_expectile_weights_and_multilinear_form():
     adv = torch.tensor([-2.0, -1e-6, 0.0, 3.0])
     np.testing.assert_allclose(expectile_weights(adv, 0.9).numpy(), [0.1, 0.1, 0.9, 0.9], rtol=1e-6)

@@ -102,6 +102,13 @@ class ICVFConfig:
     # the batch) or "clip" (a random frame of the transition's own clip, earlier or later). With randomized
     # looks per clip, "batch" lets the value tell a far goal by its appearance alone; "clip" does not.
     random_goals: str = "batch"
+    # [ours] floor the TD target of V(s, s+, z = s+) at the clip's own return when s+ is a later frame of the
+    # transition's clip: the clip reaches s+ in k frames, so the optimal value is at least -(1 - gamma^k) / (1 -
+    # gamma) (Cal-QL's calibration, for goals). Pushes the value to order frames before TD has propagated.
+    mc_floor: bool = False
+    # [ours] on those rows, the target is (1 - mc_weight) * the TD target + mc_weight * the clip's own return (a
+    # lambda-return-like mix: the video's behaviour value, which orders frames at once and is biased low)
+    mc_weight: float = 0.0
     # optimisation
     lr: float = 5e-5  # [paper] vision learning rate
     adam_eps: float = 3.125e-4  # [paper]
@@ -175,6 +182,8 @@ class ICVFConfig:
             raise ConfigError(f"{source}: random_goals must be one of {list(RANDOM_GOALS)}, got {self.random_goals!r}")
         if not 0.0 <= self.p_samegoal <= 1.0:
             raise ConfigError(f"{source}: p_samegoal must be in [0, 1], got {self.p_samegoal}")
+        if not 0.0 <= self.mc_weight <= 1.0:
+            raise ConfigError(f"{source}: mc_weight must be in [0, 1], got {self.mc_weight}")
         if not 0.0 < self.expectile < 1.0:
             raise ConfigError(f"{source}: expectile must be in (0, 1), got {self.expectile}")
         if not 0.0 <= self.discount < 1.0 or not 0.0 < self.tau <= 1.0:
@@ -227,7 +236,8 @@ def icvf_batch(clips: np.ndarray, rng: np.random.Generator, config: ICVFConfig,
     `batch_size` transitions (default: one per clip), spread over the clips in turn, each at a frame
     t ~ U{0..T-2}: `observations`/`next_observations` (frames t and t+1), `goals` (s+), `intents` (z),
     `rewards`/`masks` for s+ and `desired_rewards`/`desired_masks` for z (0 / 0 when the goal is the current
-    frame, else -1 / 1), and the chosen indices (`clip`, `t`, `goal_clip`, ...)."""
+    frame, else -1 / 1), `mc_returns` (the clip's discounted return to s+ when s+ = z is frame t + k >= t of the
+    own clip, -(1 - gamma^k) / (1 - gamma); -inf otherwise), and the chosen indices (`clip`, `t`, `goal_clip`, ...)."""
     n, t_len = clips.shape[:2]
     b = n if batch_size is None else int(batch_size)
     own = np.arange(b) % n
@@ -238,11 +248,16 @@ def icvf_batch(clips: np.ndarray, rng: np.random.Generator, config: ICVFConfig,
     g_clip, g_frame = np.where(same, z_clip, g_clip), np.where(same, z_frame, g_frame)
     at_goal = (g_clip == own) & (g_frame == t)
     at_intent = (z_clip == own) & (z_frame == t)
+    # the clip's own discounted return to s+ (a lower bound of V(s, s+, s+)); -inf where it says nothing
+    k = g_frame - t
+    on_path = (g_clip == own) & (k >= 0) & (g_clip == z_clip) & (g_frame == z_frame)
+    mc = -(1.0 - config.discount ** np.maximum(k, 0)) / (1.0 - config.discount)
     return {
         "observations": clips[own, t], "next_observations": clips[own, t + 1],
         "goals": clips[g_clip, g_frame], "intents": clips[z_clip, z_frame],
         "rewards": at_goal.astype(np.float32) - 1.0, "masks": 1.0 - at_goal.astype(np.float32),
         "desired_rewards": at_intent.astype(np.float32) - 1.0, "desired_masks": 1.0 - at_intent.astype(np.float32),
+        "mc_returns": np.where(on_path, mc, -np.inf).astype(np.float32),
         "clip": own, "t": t, "goal_clip": g_clip, "goal_frame": g_frame, "intent_clip": z_clip, "intent_frame": z_frame,
     }
 
@@ -320,6 +335,11 @@ def icvf_loss(value: ICVFValue, target: ICVFValue, batch: dict[str, torch.Tensor
         vt = target.values(torch.cat([ft_s2, ft_s2, ft_s]), torch.cat([ft_g, ft_z, ft_z]), ft_z.repeat(3, 1))
         next_v_gz, next_v_zz, v_zz = vt[:, :n], vt[:, n:2 * n], vt[:, 2 * n:].mean(0)  # (K, B), (K, B), (B,)
         q_gz = batch["rewards"] + config.discount * batch["masks"] * next_v_gz
+        mc = batch["mc_returns"]
+        if config.mc_floor:
+            q_gz = torch.maximum(q_gz, mc)
+        if config.mc_weight > 0:
+            q_gz = torch.where(torch.isfinite(mc), (1.0 - config.mc_weight) * q_gz + config.mc_weight * mc, q_gz)
         next_v_zz = next_v_zz.min(0).values if config.min_q else next_v_zz.mean(0)  # (B,)
         q_zz = batch["desired_rewards"] + config.discount * batch["desired_masks"] * next_v_zz
         adv = q_zz - v_zz  # (B,): is s -> s' a good move toward z?
@@ -355,7 +375,7 @@ class ICVFLearner:
         """Move the arrays of an `icvf_batch` to the device (frames stay uint8; the encoder preprocesses)."""
         out = {}
         for k in ("observations", "next_observations", "goals", "intents", "rewards", "masks", "desired_rewards",
-                  "desired_masks"):
+                  "desired_masks", "mc_returns"):
             v = np.asarray(batch[k])
             out[k] = torch.as_tensor(v if v.dtype == np.uint8 else v.astype(np.float32), device=self.device)
         return out
