@@ -504,6 +504,10 @@ def r_icvf_probe(name, d, figdir):
                    f"discount {c.get('discount')}, LayerNorm {num(c.get('layer_norm'))}")
         if "random_goals" in c:
             setting += f", random goals {c['random_goals']} (p {c.get('p_randomgoal')})"
+        if c.get("mc_floor"):
+            setting += ", the clip's return as a floor"
+        if c.get("mc_weight"):
+            setting += f", the clip's return mixed in at {c['mc_weight']}"
         tp = g.get("tabletop-push", {})
         rows.append([f"`{r['checkpoint']}`", num(r.get("step")), setting,
                      f"{signed(tp.get('value_order'), 2)} / {num(tp.get('value_spread'), 3)} / "
@@ -701,7 +705,7 @@ SECTIONS: list[tuple[str, str, list[tuple[str, Renderer]]]] = [
      [("icvf_probe.json", r_icvf_probe), ("icvf_probe_tabletop64.json", r_icvf_probe),
       ("icvf_probe_tabletop_20k.json", r_icvf_probe), ("icvf_probe_tabletop_default.json", r_icvf_probe),
       ("icvf_probe_tabletop_workspace.json", r_icvf_probe),
-      ("icvf_probe_tabletop_workspace_10looks.json", r_icvf_probe),
+      ("icvf_probe_tabletop_workspace_10looks.json", r_icvf_probe), ("icvf_probe_tabletop_mc.json", r_icvf_probe),
       ("time_to_goal_probe_tabletop_default.json", r_time_to_goal),
       ("time_to_goal_probe_tabletop_ws.json", r_time_to_goal),
       ("time_to_goal_probe_tabletop_ws_6k.json", r_time_to_goal)]),

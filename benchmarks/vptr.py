@@ -9,7 +9,8 @@
 Per seed:
 1. Phase 1 on the same action-free video (default: the committed sample, video_data/sample/manifest.jsonl,
    which includes tabletop clips with randomized looks and other embodiments):
-   - `icvf`: `rlpt.pretrain.vptr.pretrain` (cpu-small preset: 32x32, ResNet depth 16, 2 stages, GroupNorm);
+   - `icvf`: `rlpt.pretrain.vptr.pretrain` (cpu-small preset: 32x32, ResNet depth 16, 2 stages, GroupNorm;
+     `--icvf-set KEY=VALUE` changes its ICVFConfig, e.g. `mc_weight=1.0`);
    - `recon`: the plain (non-contextual) ContextWM world model, `rlpt.pretrain.contextwm.pretrain` with its
      cpu-small preset and `norm="layer"`, so its `encoder` is the same ResNetEncoder architecture; its encoder
      learned by reconstructing frames (plus the RSSM's KL).
@@ -122,15 +123,17 @@ def stop_after(clock: Clock, until: float, note: dict) -> Callable[[int, dict], 
 
 
 def pretrain_icvf(videos: str, seed: int, steps: int, out: Path, device: str, quiet: bool, clock: Clock,
-                  until: float) -> dict:
+                  until: float, overrides: list[str] | None = None) -> dict:
+    from rlpt.config import parse_overrides
     from rlpt.pretrain.vptr import ICVFConfig, pretrain
 
     t0, note = time.time(), {}
-    path = pretrain(videos, ICVFConfig.preset("cpu-small"), steps=steps, out_dir=out, seed=seed, resume=True,
+    config = ICVFConfig.preset("cpu-small", **parse_overrides(overrides or [], "--icvf-set"))
+    path = pretrain(videos, config, steps=steps, out_dir=out, seed=seed, resume=True,
                     device=device, eval_every=max(steps // 4, 1), checkpoint_every=max(steps // 4, 1), quiet=quiet,
                     callbacks=[stop_after(clock, until, note)])
     summary = json.loads((path / "summary.json").read_text())
-    return {"path": str(path), "steps": summary["steps"], "steps_requested": steps,
+    return {"path": str(path), "steps": summary["steps"], "steps_requested": steps, "config_overrides": overrides or [],
             "seconds": round(time.time() - t0, 1), "value_order": summary["final"].get("eval/value_order"),
             "loss": summary["final"].get("train/loss"), **note}
 
@@ -430,6 +433,8 @@ def main() -> None:
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     p.add_argument("--quick", action="store_true", help="tiny budgets end to end (minutes), not a result")
     p.add_argument("--icvf-steps", type=int, default=3000, help="ICVF pretraining updates")
+    p.add_argument("--icvf-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="ICVFConfig overrides on the cpu-small preset (e.g. mc_weight=1.0 random_goals=clip)")
     p.add_argument("--recon-steps", type=int, default=3000, help="plain world-model pretraining updates")
     p.add_argument("--offline-steps", type=int, help="Cal-QL offline updates (default: the recipe's)")
     p.add_argument("--online-steps", type=int, help="online env steps (default: the recipe's)")
@@ -533,7 +538,7 @@ def main() -> None:
             if "icvf" in args.arms:
                 print(f"== seed {seed}: ICVF pretraining ({args.icvf_steps} steps)", flush=True)
                 pre["icvf"] = pretrain_icvf(args.videos, seed, args.icvf_steps, work / f"icvf_seed{seed}",
-                                            args.device, quiet, clock, pre_until)
+                                            args.device, quiet, clock, pre_until, args.icvf_set)
                 save()
             if "recon" in args.arms:
                 print(f"== seed {seed}: plain world-model pretraining ({args.recon_steps} steps)", flush=True)

@@ -430,10 +430,15 @@ def cmd_pretrain_vptr(args) -> int:
     out = Path(args.out)
     config = _pretrain_config(args, out, ICVFConfig, read_meta, "vptr.json", overrides)
     t0 = time.time()
+    callbacks = []
+    if args.max_seconds is not None:  # stop at a logging step once the time is used; the model is still written
+        if args.max_seconds <= 0:
+            raise ConfigError(f"--max-seconds must be > 0; got {args.max_seconds}")
+        callbacks.append(lambda step, row: time.time() - t0 < args.max_seconds)
     out = pretrain(args.videos if len(args.videos) > 1 else args.videos[0], config, steps=args.steps,
                    out_dir=args.out, seed=args.seed, resume=args.resume, device=args.device,
                    log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                   quiet=args.quiet or None)
+                   quiet=args.quiet or None, callbacks=callbacks)
     summary = json.loads((out / "summary.json").read_text())
     order = summary["final"].get("eval/value_order")
     print(f"wrote {out}: ICVF ({config.name}) {summary['steps']} steps in {time.time() - t0:.0f}s "
@@ -787,6 +792,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     vp.add_argument("--log-every", type=int, default=50)
     vp.add_argument("--eval-every", type=int, default=500, help="steps between value-order checks")
     vp.add_argument("--checkpoint-every", type=int, default=500)
+    vp.add_argument("--max-seconds", type=float, help="stop after this much wall-clock time (at a logging step) and "
+                    "write the model as at the end of --steps")
     vp.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     vp.set_defaults(func=cmd_pretrain_vptr)
 

@@ -279,6 +279,14 @@ def test_cli_pretrain_vptr_on_an_mp4_folder(tmp_path):
     assert (saved["tau"], saved["discount"], saved["layer_norm"]) == (0.05, 0.9, True)
     assert main(["--quiet", "pretrain", "vptr", "--videos", str(folder), "--preset", "tiny", "--steps", "1",
                  "--out", str(tmp_path / "bad"), "--tau", "2", "--device", "cpu"]) == 2
+    # a wall-clock budget stops the run early and still writes the model (and key=value config overrides apply)
+    timed = tmp_path / "icvf_timed"
+    assert main(["--quiet", "pretrain", "vptr", "--videos", str(folder), "--preset", "tiny", "--steps", "1000000",
+                 "--out", str(timed), "--max-seconds", "1", "--log-every", "1", "--device", "cpu",
+                 "mc_weight=1.0"]) == 0
+    meta = read_meta(timed)
+    assert 1 <= meta["step"] < 1000000 and meta["config"]["mc_weight"] == 1.0
+    assert load_encoder(timed).out_dim == build_icvf(tiny_config()).encoder.out_dim
 
 
 # ------------------------------------------------------------------------------------------ downstream agents
