@@ -3,12 +3,12 @@ plain video-pretrained world model vs a ContextWM-pretrained one (research note 
 
     nice -n 5 .venv/bin/python benchmarks/contextwm.py            # the experiment, 3 seeds (see "Time" below)
     .venv/bin/python benchmarks/contextwm.py --quick              # end-to-end smoke run (< 3 min), not a result
-    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-steps 10000 --agent-seeds 0 1 2
-                                                                  # part two: Dreamer agent return (hours)
-    cp benchmarks/results/contextwm.json A.json; cp benchmarks/results/contextwm.json B.json   # part two on both
-    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-inits scratch --agent-seeds 0 1 2 --out A.json &
-    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-inits contextwm --agent-seeds 0 1 2 --out B.json
-    .venv/bin/python benchmarks/contextwm.py --merge A.json B.json             # cores, then joined into --out
+    .venv/bin/python benchmarks/contextwm.py --agent-only --agent-seeds 0 1 2 3 4 --out A.json
+                                                                  # part two alone: Dreamer agent return (hours)
+    .venv/bin/python benchmarks/contextwm.py --agent-only --agent-seeds 0 --agent-inits plain --out P.json &
+    .venv/bin/python benchmarks/contextwm.py --agent-only --agent-seeds 1 --agent-inits plain --out Q.json
+    .venv/bin/python benchmarks/contextwm.py --merge P.json Q.json --out PQ.json  # parallel parts, then joined
+    bash benchmarks/device/contextwm_gpu.sh                       # part two on one GPU machine (see its header)
 
 Data
 - Pretraining videos (action-free): `rlpt video render` of cheetah, walker, hopper, finger, tabletop-push and
@@ -51,13 +51,21 @@ busy machine), an evaluation ~2-3 s CPU. Defaults: rendering ~2 min + pretrainin
 fine-tuning runs x 600 updates ~30-33 min: about 45 min of one free core; more in wall time when the CPU is shared.
 The rendered videos, target episodes' settings and pretrained models are cached in <work>.
 
-Part two (--agent-return): `rlpt.train.train` on agents/contextwm/cartpole-swingup-cpu.yaml (pixels 32x32, action
-repeat 2, the env's own looks) for --agent-steps online env steps per run, scratch (contextual, random weights) vs
-ContextWM-pretrained (the phase-A checkpoint), --agent-seeds seeds; final eval return over the recipe's eval
-episodes. Measured: one agent update (world model + actor-critic in imagination from 256 starts, batch 16 x 16)
-~0.75 s CPU (~1.5 s wall shared), one env step with acting ~0.018 s CPU; a run at the recipe's 10k env steps (1900
-updates) takes ~27 min of one free core (~1 h shared), so 2 inits x 3 seeds ~3-6 h. Only --quick runs it by default
-(a few hundred steps, to check the pipeline).
+Part two (--agent-return; --agent-only: without phase B): `rlpt.train.train` on
+agents/contextwm/cartpole-swingup-cpu.yaml (pixels 32x32, action repeat 2, the env's own looks) for --agent-steps
+(10000) online steps per run, from scratch (contextual, random weights), the plain and the ContextWM phase-A
+checkpoint (--agent-inits), --agent-seeds seeds, --agent-eval-episodes (10) evaluation episodes every
+--agent-eval-interval (2000) steps. The results file is written after every evaluation point and every run; a rerun
+skips finished runs and starts unfinished ones again. --agent-deadline (seconds, or @UNIX_TIME shared by parallel
+processes) stops each run at its last evaluation point after which the next chunk would not end in time (`status`
+"deadline", `online_steps_reached`); the summary compares the inits at `common_step`, the largest step every run
+reached (the budget when all finished): `describe` per init (mean ± sample std, IQM, bootstrap intervals) and
+ContextWM - scratch, plain - scratch, ContextWM - plain with bootstrap 95% intervals paired over seeds. --merge joins
+part files (one per process), keeping per run the record that got furthest. Measured on the CPU: one agent update
+(world model + actor-critic in imagination from 256 starts, batch 16 x 16) ~0.75 s CPU (~1.5 s wall shared), one env
+step with acting ~0.018 s CPU; a run at 10k env steps (1900 updates) ~27 min of one free core (~1 h shared). On a GPU
+machine: benchmarks/device/contextwm_gpu.sh (5 seeds x 3 inits in parallel, one 10-minute call). Only --quick runs it
+by default (a few hundred steps, to check the pipeline).
 """
 
 from __future__ import annotations
@@ -1048,6 +1056,12 @@ def main() -> int:
                     continue
                 print(f"agent return {key} ...", flush=True)
                 previous = ar.get(key)
+                if previous is None:  # a process killed before the first evaluation still shows the run began
+                    ar[key] = {"init": init, "seed": seed, "status": "running", "curve": [],
+                               "online_steps_budget": args.agent_steps, "online_steps_reached": 0,
+                               "online_return": None, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                   time.gmtime())}
+                    save()
 
                 def on_point(record: dict[str, Any], key: str = key, previous: Any = previous) -> None:
                     # a partial record replaces an older one of the same run only once it got further

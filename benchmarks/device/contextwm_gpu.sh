@@ -33,14 +33,15 @@
 #     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d /tmp/dmc \
 #     mujoco==3.17.0 gymnasium==1.2.2 farama-notifications==0.0.4 pyopengl==3.1.10 glfw==2.11.0 websockets==17.4 \
 #     dm_control==1.0.50 dm-env==1.6 dm-tree==0.1.10 pydantic==2.14.4 pydantic-core==2.50.5 \
-#     annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+#     annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 stable-baselines3==2.9.2
 #   python3 benchmarks/device/slim_dm_control.py /tmp/dmc/dm_control-1.0.50-py3-none-any.whl \
 #     .whl-dmc/dm_control-1.0.50-0suite-py3-none-any.whl      # 56 MB -> 0.5 MB: the suite without locomotion
 #   ls /tmp/dmc/*.whl | grep -v dm_control-1.0.50-py3 | xargs -I{} cp {} .whl-dmc/
 #   python benchmarks/contextwm.py --pretrain-only --device cpu          # phase A into data/contextwm_bench
 #   for k in plain contextwm; do mkdir -p .cwm-pretrained/$k; cp data/contextwm_bench/pretrain_$k/{contextwm.json,\
 #   model.safetensors,summary.json,bench_timing.json} .cwm-pretrained/$k/; done
-# (the GPU image already has absl-py, lxml, pyyaml, scipy, h5py, safetensors, tensorboard, opencv, matplotlib).
+# (rlpt.agents imports stable_baselines3, rlpt.config pydantic; the GPU image already has absl-py, lxml, pyyaml,
+# scipy, h5py, safetensors, tensorboard, opencv, matplotlib, pandas, cloudpickle: /work/.library/device/KINDS.md).
 #
 # Settings by environment variable (defaults in brackets): SEEDS ["0 1 2 3 4"], INITS ["scratch plain contextwm"],
 # STEPS [10000], EVAL_INTERVAL [2000], EVAL_EPISODES [10], DEVICE [cuda], BUDGET_S [560: seconds for the whole
@@ -77,6 +78,10 @@ if [ "$WHEELS" != none ]; then
     "$WHEELS"/*.whl || { say "wheel install failed"; exit 1; }
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export MUJOCO_GL=${MUJOCO_GL:-egl} PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
+  nv_egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json  # where the device notes find NVIDIA's EGL
+  if [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ] && [ -f "$nv_egl" ]; then
+    export __EGL_VENDOR_LIBRARY_FILENAMES=$nv_egl
+  fi
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -86,6 +91,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 import time
 t = time.time()
 import torch, mujoco, gymnasium, pydantic
+import matplotlib, torch.utils.tensorboard  # everything part two imports, so a missing wheel shows here
+import rlpt.train, rlpt.agents.contextwm, rlpt.pretrain.contextwm, rlpt.collect.video_render, rlpt.data.video
 from rlpt.envs import make_env
 env = make_env("dmc/cartpole-swingup", pixels=True, image_size=32, action_repeat=2, seed=0)
 obs, _ = env.reset(seed=0)
@@ -133,6 +140,7 @@ while :; do
   [ $alive = 0 ] && break
   say "$alive of ${#pids[@]} processes running; last points:"
   for f in "$WORK"/parts/s*.log; do
+    [ -f "$f" ] || continue
     echo "    $(basename "$f" .log): $(grep -h 'agent .* step\|Error\|error' "$f" | tail -1)"
   done
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
