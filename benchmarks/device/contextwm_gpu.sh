@@ -160,3 +160,4 @@ parts=("$WORK"/parts/contextwm_s*.json)
   || say "merge failed; the part files are in the tarball"
 tar czf "$out/contextwm_gpu_parts.tar.gz" -C "$WORK" parts
 say "done; files in $out: $(ls "$out" | tr '\n' ' ')"
+sleep 1  # let tee write the last lines into the log before the files are collected
