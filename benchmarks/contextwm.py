@@ -3,12 +3,12 @@ plain video-pretrained world model vs a ContextWM-pretrained one (research note 
 
     nice -n 5 .venv/bin/python benchmarks/contextwm.py            # the experiment, 3 seeds (see "Time" below)
     .venv/bin/python benchmarks/contextwm.py --quick              # end-to-end smoke run (< 3 min), not a result
-    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-steps 10000 --agent-seeds 0 1 2
-                                                                  # part two: Dreamer agent return (hours)
-    cp benchmarks/results/contextwm.json A.json; cp benchmarks/results/contextwm.json B.json   # part two on both
-    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-inits scratch --agent-seeds 0 1 2 --out A.json &
-    .venv/bin/python benchmarks/contextwm.py --agent-return --agent-inits contextwm --agent-seeds 0 1 2 --out B.json
-    .venv/bin/python benchmarks/contextwm.py --merge A.json B.json             # cores, then joined into --out
+    .venv/bin/python benchmarks/contextwm.py --agent-only --agent-seeds 0 1 2 3 4 --out A.json
+                                                                  # part two alone: Dreamer agent return (hours)
+    .venv/bin/python benchmarks/contextwm.py --agent-only --agent-seeds 0 --agent-inits plain --out P.json &
+    .venv/bin/python benchmarks/contextwm.py --agent-only --agent-seeds 1 --agent-inits plain --out Q.json
+    .venv/bin/python benchmarks/contextwm.py --merge P.json Q.json --out PQ.json  # parallel parts, then joined
+    bash benchmarks/device/contextwm_gpu.sh                       # part two on one GPU machine (see its header)
 
 Data
 - Pretraining videos (action-free): `rlpt video render` of cheetah, walker, hopper, finger, tabletop-push and
@@ -51,13 +51,21 @@ busy machine), an evaluation ~2-3 s CPU. Defaults: rendering ~2 min + pretrainin
 fine-tuning runs x 600 updates ~30-33 min: about 45 min of one free core; more in wall time when the CPU is shared.
 The rendered videos, target episodes' settings and pretrained models are cached in <work>.
 
-Part two (--agent-return): `rlpt.train.train` on agents/contextwm/cartpole-swingup-cpu.yaml (pixels 32x32, action
-repeat 2, the env's own looks) for --agent-steps online env steps per run, scratch (contextual, random weights) vs
-ContextWM-pretrained (the phase-A checkpoint), --agent-seeds seeds; final eval return over the recipe's eval
-episodes. Measured: one agent update (world model + actor-critic in imagination from 256 starts, batch 16 x 16)
-~0.75 s CPU (~1.5 s wall shared), one env step with acting ~0.018 s CPU; a run at the recipe's 10k env steps (1900
-updates) takes ~27 min of one free core (~1 h shared), so 2 inits x 3 seeds ~3-6 h. Only --quick runs it by default
-(a few hundred steps, to check the pipeline).
+Part two (--agent-return; --agent-only: without phase B): `rlpt.train.train` on
+agents/contextwm/cartpole-swingup-cpu.yaml (pixels 32x32, action repeat 2, the env's own looks) for --agent-steps
+(10000) online steps per run, from scratch (contextual, random weights), the plain and the ContextWM phase-A
+checkpoint (--agent-inits), --agent-seeds seeds, --agent-eval-episodes (10) evaluation episodes every
+--agent-eval-interval (2000) steps. The results file is written after every evaluation point and every run; a rerun
+skips finished runs and starts unfinished ones again. --agent-deadline (seconds, or @UNIX_TIME shared by parallel
+processes) stops each run at its last evaluation point after which the next chunk would not end in time (`status`
+"deadline", `online_steps_reached`); the summary compares the inits at `common_step`, the largest step every run
+reached (the budget when all finished): `describe` per init (mean ± sample std, IQM, bootstrap intervals) and
+ContextWM - scratch, plain - scratch, ContextWM - plain with bootstrap 95% intervals paired over seeds. --merge joins
+part files (one per process), keeping per run the record that got furthest. Measured on the CPU: one agent update
+(world model + actor-critic in imagination from 256 starts, batch 16 x 16) ~0.75 s CPU (~1.5 s wall shared), one env
+step with acting ~0.018 s CPU; a run at 10k env steps (1900 updates) ~27 min of one free core (~1 h shared). On a GPU
+machine: benchmarks/device/contextwm_gpu.sh (5 seeds x 3 inits in parallel, one 10-minute call). Only --quick runs it
+by default (a few hundred steps, to check the pipeline).
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +88,7 @@ from harness import (
     command_line,
     loadavg,
     machine,
+    part_summary,
     read_parts,
     resummarize,
     set_threads,
@@ -98,7 +108,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rlpt.errors import ConfigError  # noqa: E402
 from rlpt.eval.plots import save_figure  # noqa: E402
 from rlpt.eval.stats import aggregate_curves, bootstrap_ratio_ci, describe, diff_by_seed, paired_values  # noqa: E402
-from rlpt.utils import merge_nested, resolve_device, set_seed, write_json  # noqa: E402
+from rlpt.utils import resolve_device, set_seed, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "agents/contextwm/cartpole-swingup-cpu.yaml"
@@ -332,8 +342,9 @@ def evaluate_world_model(agent, tr: Episodes, ev: Episodes, windows: tuple[np.nd
 
 
 # ============================================================================ phases
-def pretrain_models(args, work: Path, videos: np.ndarray, device: str) -> dict[str, Any]:
-    """Phase A: plain and contextual world models, the same preset, steps and seed (cached in <work>)."""
+def pretrain_models(args, work: Path, videos: np.ndarray | Callable[[], np.ndarray], device: str) -> dict[str, Any]:
+    """Phase A: plain and contextual world models, the same preset, steps and seed (cached in <work>). `videos`
+    may be a function that loads them, called only when a model has to be trained."""
     from rlpt.pretrain.contextwm import WorldModelConfig, pretrain
 
     out: dict[str, Any] = {}
@@ -350,6 +361,8 @@ def pretrain_models(args, work: Path, videos: np.ndarray, device: str) -> dict[s
         else:
             if folder.exists() and not (folder / "checkpoints").exists():
                 shutil.rmtree(folder)
+            if callable(videos):
+                videos = videos()
             print(f"phase A {kind}: pretraining {args.pretrain_steps} steps ...", flush=True)
             t0, c0, load0 = time.time(), time.process_time(), os.getloadavg()[0]
             pretrain(InMemoryClips(videos, config.seq_len), config, steps=args.pretrain_steps, out_dir=folder, seed=0,
@@ -515,56 +528,216 @@ def plot_curves(runs: dict[str, dict], inits: list[str], path: Path, title: str,
     return save_figure(fig, path)
 
 
-def agent_return_run(init: str, seed: int, args, pretrained: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Part two, one (init, seed): the Dreamer agent recipe for --agent-steps online steps."""
+# ============================================================================ part two: agent return
+AGENT_INITS = ("scratch", "plain", "contextwm")
+#: agent-return effects reported, (a, b): a - b in eval return, paired over the seeds both ran
+AGENT_EFFECTS = (("contextwm", "scratch"), ("plain", "scratch"), ("contextwm", "plain"))
+
+
+class DeadlineReached(Exception):
+    """Raised from `rlpt.train.train`'s `on_eval` hook when the next chunk of online steps would end past the
+    deadline; `agent_return_run` catches it and keeps the evaluation points reached."""
+
+
+class ChunkDeadline:
+    """Deadline bookkeeping of one agent run, which trains in chunks of online steps with an evaluation after each.
+
+    `at` is a `time.time()` instant (None: no deadline). `mark()` is called at each evaluation point; another chunk
+    `fits()` when now + `margin` x the longest chunk so far ends by `at`. The first chunk's estimate is `first_guess`
+    seconds (e.g. the first chunk of the run before it in the same process; 0: no estimate, it always starts).
+    `clock` is injectable for tests."""
+
+    def __init__(self, at: float | None, margin: float = 1.2, first_guess: float = 0.0,
+                 clock: Callable[[], float] | None = None):
+        self.at, self.margin, self.first_guess = at, float(margin), float(first_guess)
+        self.clock = clock or time.time
+        self.started = self._last = self.clock()
+        self.chunks: list[float] = []  # seconds of each finished chunk (training + its evaluation)
+
+    def mark(self) -> float:
+        """An evaluation point was reached: record the chunk that ended now and return its seconds."""
+        now = self.clock()
+        self.chunks.append(now - self._last)
+        self._last = now
+        return self.chunks[-1]
+
+    def expected_chunk(self) -> float:
+        """Seconds the next chunk is expected to take: the longest so far, else the first guess."""
+        return max(self.chunks) if self.chunks else self.first_guess
+
+    def fits(self) -> bool:
+        """Whether the next chunk is expected to end by the deadline (always True without one)."""
+        return self.at is None or self.clock() + self.margin * self.expected_chunk() <= self.at
+
+    def left(self) -> float | None:
+        """Seconds until the deadline (None without one)."""
+        return None if self.at is None else self.at - self.clock()
+
+
+def parse_deadline(text: str | None, now: float | None = None) -> float | None:
+    """`--agent-deadline`: seconds from now (`600`), or an absolute Unix time (`@1765170000`, as `date +%s` prints,
+    so parallel processes share one end). Returns a `time.time()` instant, or None for no deadline."""
+    if text is None or text == "":
+        return None
+    now = time.time() if now is None else now
+    try:
+        value = float(text[1:]) if text.startswith("@") else now + float(text)
+    except ValueError:
+        raise ConfigError(f"--agent-deadline: expected seconds (e.g. 540) or @UNIX_TIME (e.g. @1765170000), given "
+                          f"{text!r}") from None
+    if not np.isfinite(value):
+        raise ConfigError(f"--agent-deadline: expected a finite time, given {text!r}")
+    return value
+
+
+def eval_steps(total: int, interval: int) -> list[int]:
+    """The online steps at which `rlpt.train.train` evaluates a run without an offline phase: after each chunk of
+    `interval` steps (the last chunk shorter), i.e. min(k x interval, total) for k = 1, 2, ..."""
+    if total < 1 or interval < 1:
+        raise ConfigError(f"agent return: online steps and eval interval must be >= 1, given {total} and {interval}")
+    return sorted({min(k * interval, total) for k in range(1, -(-total // interval) + 1)})
+
+
+def run_finished(record: dict[str, Any] | None, budget: int) -> bool:
+    """Whether an agent-return record reached its online step budget (records written before the `status` field
+    count as finished when they hold a final return at the budget)."""
+    if not isinstance(record, dict):
+        return False
+    if "status" in record:
+        return record["status"] == "done"
+    return record.get("online_return") is not None and record.get("online_steps") == budget
+
+
+def run_progress(record: dict[str, Any]) -> tuple[int, int]:
+    """Sort key of two records of one run (the better one is larger): finished first, then the step reached."""
+    reached = record.get("online_steps_reached", record.get("online_steps") or 0) or 0
+    return (1 if record.get("status", "done" if record.get("online_return") is not None else "") == "done" else 0,
+            int(reached))
+
+
+def agent_return_run(init: str, seed: int, args, pretrained: dict[str, Any], work: Path, *,
+                     deadline: float | None = None, first_guess: float = 0.0,
+                     on_point: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Part two, one (init, seed): the Dreamer agent recipe for --agent-steps online steps with
+    --agent-eval-episodes evaluation episodes every --agent-eval-interval steps. `on_point(record)` is called at
+    each evaluation point (to save partial results). With a `deadline` (a `time.time()` instant) the run stops at
+    the last evaluation point after which another chunk would not end in time (`status` "deadline"); the record
+    says how far it got (`online_steps_reached`) and keeps every point reached."""
     from rlpt.train import load_recipe, train
 
-    ckpt = pretrained["contextwm"]["checkpoint"] if init == "contextwm" else None
+    ckpt = pretrained[init]["checkpoint"] if init in ("plain", "contextwm") else None
+    interval = args.agent_eval_interval or args.agent_steps
     overrides = [f"seed={seed}", f"online_steps={args.agent_steps}", f"pretrained={ROOT / ckpt if ckpt else 'null'}",
-                 f"online_eval_interval={args.agent_eval_interval or args.agent_steps}"]
+                 f"online_eval_interval={interval}", f"eval_episodes={args.agent_eval_episodes}"]
+    if args.agent_video_steps is not None:
+        overrides.append(f"video_steps={args.agent_video_steps}")
     if args.quick:
-        overrides += ["config.prefill=200", "config.train_every=50", "config.pretrain_updates=2", "eval_episodes=1",
-                      "video_steps=0", "config.log_interval=100", "env_options.time_limit=100"]
+        overrides += ["config.prefill=200", "config.train_every=50", "config.pretrain_updates=2",
+                      "config.log_interval=100", "env_options.time_limit=100"]
+        if args.agent_video_steps is None:
+            overrides.append("video_steps=0")
     recipe = load_recipe(str(ROOT / RECIPE), overrides)
+    steps = eval_steps(args.agent_steps, interval)
+    clock = ChunkDeadline(deadline, first_guess=first_guess)
     t0, c0 = time.time(), time.process_time()
-    summary = train(recipe, out_root=work / "agent_runs", data_root=ROOT / "data", quiet=args.quiet)
-    curve = [{"online_step": e["online_step"], "return": e["eval/return"]}
-             for e in (summary.get("evaluations") or {}).get("online", [])]
-    return {"init": init, "seed": seed, "recipe": RECIPE, "overrides": overrides, "curve": curve,
-            "online_return": summary.get("online_return"), "online_steps": summary.get("online_steps"),
-            "updates": summary.get("offline_steps"), "evaluations": summary.get("evaluations"),
-            "run": os.path.relpath(summary["run"], ROOT) if summary.get("run") else None,
-            "wall_seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
+    record: dict[str, Any] = {
+        "init": init, "seed": seed, "recipe": RECIPE, "overrides": overrides, "status": "running",
+        "online_steps_budget": args.agent_steps, "online_steps_reached": 0, "curve": [], "online_return": None,
+        "deadline_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline)) if deadline else None,
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0))}
+
+    def timing() -> None:
+        record.update(wall_seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
+                      chunk_seconds=[round(c, 1) for c in clock.chunks])
+
+    def on_eval(m: dict[str, Any]) -> None:
+        if m.get("phase") != "online":
+            return
+        seconds = clock.mark()
+        k = len(record["curve"])
+        if k >= len(steps):
+            raise RuntimeError(f"{init} seed {seed}: evaluation {k + 1} but only {len(steps)} were expected at "
+                               f"steps {steps}")
+        record["curve"].append({"online_step": steps[k], "return": m["eval/return"],
+                                "return_std": m.get("eval/return_std"), "seconds": round(seconds, 1)})
+        record["online_steps_reached"] = steps[k]
+        record["online_return"] = m["eval/return"]
+        timing()
+        print(f"  agent {init:9s} seed {seed} step {steps[k]:6d}: return {m['eval/return']:7.1f} "
+              f"({seconds:.0f} s chunk)", flush=True)
+        if on_point is not None:
+            on_point(record)
+        if steps[k] < args.agent_steps and not clock.fits():
+            raise DeadlineReached(f"step {steps[k]}: {clock.left():.0f} s left, the next chunk takes "
+                                  f"~{clock.expected_chunk():.0f} s")
+
+    try:
+        summary = train(recipe, out_root=work / "agent_runs" / init, data_root=ROOT / "data", quiet=args.quiet,
+                        on_eval=on_eval)
+    except DeadlineReached as e:
+        record["status"], record["stopped"] = "deadline", str(e)
+        print(f"  agent {init} seed {seed}: stopped by the deadline at {e}", flush=True)
+    else:
+        got = [e["online_step"] for e in (summary.get("evaluations") or {}).get("online", [])]
+        if got != [p["online_step"] for p in record["curve"]]:
+            raise RuntimeError(f"{init} seed {seed}: train evaluated at steps {got}, the benchmark counted "
+                               f"{[p['online_step'] for p in record['curve']]}")
+        record.update(status="done", online_return=summary.get("online_return"), online_steps=summary["online_steps"],
+                      updates=summary.get("offline_steps"),
+                      run=os.path.relpath(summary["run"], ROOT) if summary.get("run") else None)
+    timing()
+    return record
+
+
+def agent_runs(ar: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run records of a part-two block (entries with an init and a seed)."""
+    return [r for r in ar.values() if isinstance(r, dict) and "init" in r and "seed" in r]
 
 
 def summarize_agent_return(ar: dict[str, Any]) -> dict[str, Any]:
-    """Part two: final eval return per init over seeds (`describe`: mean ± sample std, IQM, bootstrap intervals), and
-    ContextWM minus scratch (difference of the means, and `contextwm_minus_scratch_ci`: the difference with a
-    bootstrap 95% interval, paired over the seeds both ran)."""
-    table: dict[str, Any] = {}
+    """Part two: eval return per init over seeds at `common_step`, the largest evaluation step every run with an
+    evaluation reached (the budget when all finished): `describe` (mean ± sample std, IQM, bootstrap 95% intervals
+    of both); the effects a - b for `AGENT_EFFECTS` as differences of the means (`<a>_minus_<b>`) and with a
+    bootstrap 95% interval paired over the seeds both ran (`<a>_minus_<b>_ci`); mean curves with intervals over
+    the steps every seed of an init reached; how far each run got."""
+    runs = agent_runs(ar)
+    budget = (ar.get("settings") or {}).get("online_steps")
+    reached = {f"{r['init']}/seed{r['seed']}": int(r["curve"][-1]["online_step"]) if r.get("curve") else 0
+               for r in runs}
+    with_points = [r for r in runs if r.get("curve")]
+    common = min((r["curve"][-1]["online_step"] for r in with_points), default=None)
+    table: dict[str, Any] = {"common_step": common, "budget": budget,
+                             "complete": bool(runs) and all(run_finished(r, budget) for r in runs),
+                             "reached": dict(sorted(reached.items()))}
     returns: dict[str, dict[int, float]] = {}
-    for init in ("scratch", "contextwm"):
-        rs = sorted((r for k, r in ar.items() if isinstance(r, dict) and r.get("init") == init
-                     and r.get("online_return") is not None), key=lambda r: r["seed"])
-        if rs:
-            v = np.array([r["online_return"] for r in rs], float)
-            table[init] = {"seeds": [r["seed"] for r in rs], **describe(v, ddof=1), "values": v.round(3).tolist()}
-            returns[init] = {r["seed"]: r["online_return"] for r in rs}
-    if "scratch" in table and "contextwm" in table:
-        table["contextwm_minus_scratch"] = table["contextwm"]["mean"] - table["scratch"]["mean"]
-        table["contextwm_minus_scratch_ci"] = diff_by_seed(returns["contextwm"], returns["scratch"])
+    for init in AGENT_INITS:
+        rs = sorted((r for r in with_points if r["init"] == init), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        at = {r["seed"]: next(p["return"] for p in r["curve"] if p["online_step"] == common) for r in rs}
+        v = np.array(list(at.values()), float)
+        curve = aggregate_curves([{p["online_step"]: p["return"] for p in r["curve"]} for r in rs])
+        table[init] = {"seeds": list(at), **describe(v, ddof=1), "values": v.round(3).tolist(), "step": common,
+                       "curve": {k: np.round(curve[k], 3).tolist() if k != "steps" else curve[k]
+                                 for k in ("steps", "mean", "low", "high")}}
+        returns[init] = at
+    for a, b in AGENT_EFFECTS:
+        if a in table and b in table:
+            table[f"{a}_minus_{b}"] = table[a]["mean"] - table[b]["mean"]
+            table[f"{a}_minus_{b}_ci"] = diff_by_seed(returns[a], returns[b])
     return table
 
 
 def plot_agent_return(ar: dict[str, Any], path: Path, title: str) -> Path:
+    """Each run's eval-return curve (thin) and per init the mean with a bootstrap 95% interval over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for init, color in (("scratch", "tab:gray"), ("contextwm", "tab:red")):
-        curves = [r["curve"] for r in ar.values() if isinstance(r, dict) and r.get("init") == init and r.get("curve")]
+    for init, color in (("scratch", "tab:gray"), ("plain", "tab:blue"), ("contextwm", "tab:red")):
+        curves = [r["curve"] for r in agent_runs(ar) if r["init"] == init and r.get("curve")]
         for c in curves:
             ax.plot([p["online_step"] for p in c], [p["return"] for p in c], color=color, alpha=0.3, lw=1)
         if curves:
@@ -580,31 +753,78 @@ def plot_agent_return(ar: dict[str, Any], path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
+def merge_agent_blocks(blocks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Join part-two blocks of several part files: settings from the first, and per run key the record that got
+    furthest (`run_progress`: finished first, then the step reached; the first part wins a tie)."""
+    merged: dict[str, Any] = {}
+    for block in blocks:
+        for key, rec in block.items():
+            if not (isinstance(rec, dict) and "init" in rec and "seed" in rec):
+                continue
+            if key not in merged or run_progress(rec) > run_progress(merged[key]):
+                merged[key] = rec
+    settings = next((b["settings"] for b in blocks if b.get("settings")), None)
+    return {"settings": settings, **dict(sorted(merged.items()))} if settings else dict(sorted(merged.items()))
+
+
 def merge_parts(files: list[str], out: Path) -> int:
-    """Join the agent-return runs of parallel invocations (copies of one results file) into `out`."""
-    parts = read_parts(files)
+    """Join the part files of parallel invocations (copies of one results file, or part-two-only files from
+    --agent-only) into `out`: phase B must agree; part two's runs are united (`merge_agent_blocks`) and
+    summarized again."""
+    try:
+        parts = read_parts(files, agree=("settings",))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     base = parts[0]
     for f, part in zip(files[1:], parts[1:], strict=True):
-        if part.get("settings") != base.get("settings") or part.get("runs") != base.get("runs"):
-            raise ConfigError(f"--merge: {f} has other settings or phase-B runs than {files[0]}")
+        if part.get("runs") != base.get("runs"):
+            raise ConfigError(f"--merge: {f} has other phase-B runs than {files[0]} (key 'runs'): merge copies of "
+                              "one results file or --agent-only part files")
         settings = [p.get("agent_return", {}).get("settings") for p in (base, part)]
         if None not in settings and settings[0] != settings[1]:
             raise ConfigError(f"--merge: {f} ran part two with other settings ({settings[1]} vs {settings[0]})")
-    ar = merge_nested([p.get("agent_return", {}) for p in parts], depth=1)
-    ar["summary"] = summarize_agent_return(ar)
-    ar["plot"] = os.path.relpath(plot_agent_return(ar, out.with_name(out.stem + "_agent_return.png"),
-                                                   f"ContextWM agent on {RECIPE}: eval return"), ROOT)
-    phase_b_plot = plot_curves(base["runs"], list(INITS), out.with_name(out.stem + "_finetune.png"),
-                               f"ContextWM transfer: world-model fine-tuning on {base['settings']['target']} "
-                               "(held-out looks), mean and bootstrap 95% interval over seeds",
-                               base["baselines"])
-    merged = {**base, "agent_return": ar, "plot": os.path.relpath(phase_b_plot, ROOT),
-              "commands": [c for p in parts for c in p.get("commands", [])],
+    commands = []  # part files that began as copies of one file repeat its commands: each once
+    for c in (c for p in parts for c in p.get("commands", [])):
+        if c not in commands:
+            commands.append(c)
+    merged = {**base, "commands": commands,
+              "parts": part_summary(files, parts, keys=("command", "machine", "wall_seconds_this_invocation")),
               "merged_from": [os.path.relpath(Path(f).resolve(), ROOT) for f in files]}
+    blocks = [p["agent_return"] for p in parts if p.get("agent_return")]
+    if blocks:
+        ar = merge_agent_blocks(blocks)
+        ar["summary"] = summarize_agent_return(ar)
+        ar["plot"] = os.path.relpath(plot_agent_return(ar, out.with_name(out.stem + "_agent_return.png"),
+                                                       f"ContextWM agent on {RECIPE}: eval return"), ROOT)
+        merged["agent_return"] = ar
+        print(agent_return_table(ar["summary"]))
+    if base.get("runs"):
+        merged["plot"] = os.path.relpath(plot_curves(
+            base["runs"], list(INITS), out.with_name(out.stem + "_finetune.png"),
+            f"ContextWM transfer: world-model fine-tuning on {base['settings']['target']} (held-out looks), mean and "
+            "bootstrap 95% interval over seeds", base["baselines"]), ROOT)
     write_result(out, merged)
-    print(json.dumps(ar["summary"], indent=1))
     print(f"wrote {out}")
     return 0
+
+
+def agent_return_table(s: dict[str, Any]) -> str:
+    """Part two's summary as text: per init mean ± std, IQM and the interval at the common step; the effects."""
+    lines = [f"agent return at online step {s.get('common_step')} (budget {s.get('budget')}; "
+             f"{'all runs finished' if s.get('complete') else 'not all runs finished: see reached'})"]
+    for init in AGENT_INITS:
+        if init in s:
+            c = s[init]
+            ci = c.get("mean_ci") or [float("nan")] * 2
+            lines.append(f"  {init:10s} {c['mean']:7.1f} ± {c['std'] if c['std'] is not None else float('nan'):5.1f}"
+                         f"  IQM {c['iqm']:7.1f}  mean 95% CI [{ci[0]:.1f}, {ci[1]:.1f}]  n={c['n']}  "
+                         f"seeds {c['seeds']}")
+    for a, b in AGENT_EFFECTS:
+        ci = s.get(f"{a}_minus_{b}_ci")
+        if ci:
+            lines.append(f"  {a} - {b}: {ci['diff']:+.1f} [{ci['low']:+.1f}, {ci['high']:+.1f}] "
+                         f"({'paired over seeds ' + str(ci['seeds']) if ci.get('paired') else 'unpaired'})")
+    return "\n".join(lines)
 
 
 # ============================================================================ main
@@ -635,18 +855,32 @@ def main() -> int:
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--episode-steps", type=int, default=200)
     p.add_argument("--agent-return", action="store_true", help="also run part two (Dreamer agent return)")
-    p.add_argument("--agent-steps", type=int, default=10000, help="online env steps per agent run (default 10000)")
-    p.add_argument("--agent-seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--agent-inits", default="scratch,contextwm", help="part two's inits (scratch, contextwm)")
-    p.add_argument("--agent-eval-interval", type=int, default=2000,
-                   help="online steps between part two's evaluations (0: only at the end; default 2000)")
+    p.add_argument("--agent-only", action="store_true",
+                   help="part two alone: phase A (cached pretrained models, or made now), no target data, no phase B")
+    p.add_argument("--pretrain-only", action="store_true", help="phase A alone (render + pretrain into --work)")
+    p.add_argument("--agent-steps", type=int, default=None,
+                   help="online env steps per agent run (default 10000; --quick 300)")
+    p.add_argument("--agent-seeds", type=int, nargs="+", default=None, help="part two's seeds (default 0)")
+    p.add_argument("--agent-inits", default="scratch,plain,contextwm", help=f"part two's inits, from {AGENT_INITS}")
+    p.add_argument("--agent-eval-interval", type=int, default=None,
+                   help="online steps between part two's evaluations (0: only at the end; default 2000; --quick 150)")
+    p.add_argument("--agent-eval-episodes", type=int, default=None,
+                   help="evaluation episodes per point (default 10; --quick 1)")
+    p.add_argument("--agent-video-steps", type=int, default=None,
+                   help="length of each agent run's final video (default: the recipe's; 0: none)")
+    p.add_argument("--agent-deadline", default=None,
+                   help="end part two by then: seconds from now (540) or @UNIX_TIME; each run stops at its last "
+                        "evaluation point after which the next chunk would not end in time, runs not begun by then "
+                        "are recorded as not started, and the summary compares the inits at the largest step every "
+                        "run reached")
     add_merge_arg(p)  # part two of parallel invocations (copies of one results file)
     add_resummarize_arg(p)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--work", default=None, help="cache folder (default data/contextwm_bench[_quick])")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/contextwm.json; --quick: "
-                                               "<work>/contextwm_quick.json)")
+                                               "<work>/contextwm_quick.json; --agent-only, --pretrain-only: "
+                                               "<work>/contextwm_agent.json)")
     p.add_argument("--fresh", action="store_true", help="discard finished runs in --out instead of skipping them")
     p.add_argument("--quiet", action="store_true", default=None)
     args = p.parse_args()
@@ -664,13 +898,24 @@ def main() -> int:
         return merge_parts(args.merge, Path(args.out) if args.out else ROOT / "benchmarks" / "results" /
                            "contextwm.json")
     agent_inits = [s.strip() for s in args.agent_inits.split(",") if s.strip()]
-    if not set(agent_inits) <= {"scratch", "contextwm"}:
-        p.error(f"--agent-inits: choose from scratch, contextwm (got {agent_inits})")
+    if not set(agent_inits) <= set(AGENT_INITS):
+        p.error(f"--agent-inits: choose from {', '.join(AGENT_INITS)} (got {agent_inits})")
     if args.quick:
         args.seeds, args.pretrain_steps, args.updates, args.eval_every = [0], 20, 10, 5
         args.render_clips, args.render_frames = 6, 20
         args.train_episodes, args.eval_episodes, args.episode_steps = 2, 1, 40
-        args.agent_return, args.agent_steps, args.agent_seeds, args.agent_eval_interval = True, 300, [0], 150
+        args.agent_return = True
+    for name, full, quick in (("agent_steps", 10000, 300), ("agent_seeds", [0], [0]),
+                              ("agent_eval_interval", 2000, 150), ("agent_eval_episodes", 10, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    if args.agent_only:
+        args.agent_return = True
+    if args.agent_eval_episodes < 1 or args.agent_steps < 1 or args.agent_eval_interval < 0:
+        p.error("--agent-steps and --agent-eval-episodes must be >= 1, --agent-eval-interval >= 0")
+    deadline = parse_deadline(args.agent_deadline)
+    if args.device == "cpu":  # part two's agent picks its device itself ("auto"): hide the GPUs from it
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     inits = [s.strip() for s in args.inits.split(",") if s.strip()]
     bad = [i for i in inits if i not in INITS]
     if bad:
@@ -687,8 +932,12 @@ def main() -> int:
     default_work = "contextwm_bench_quick" if args.quick else "contextwm_bench"
     work = Path(args.work) if args.work else ROOT / "data" / default_work
     work.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out) if args.out else (work / "contextwm_quick.json" if args.quick
-                                           else ROOT / "benchmarks" / "results" / "contextwm.json")
+    if args.out:
+        out = Path(args.out)
+    elif args.agent_only or args.pretrain_only:  # never into the committed results file by default
+        out = work / "contextwm_agent.json"
+    else:
+        out = work / "contextwm_quick.json" if args.quick else ROOT / "benchmarks" / "results" / "contextwm.json"
     plot_path = out.with_name(out.stem + "_finetune.png")
     plot_title = (f"ContextWM transfer: world-model fine-tuning on {args.target} (held-out looks), mean and bootstrap "
                   f"95% interval over seeds")
@@ -735,63 +984,108 @@ def main() -> int:
         write_result(out, result)
 
     print(f"work folder {work}; results -> {out}", flush=True)
-    videos, result["videos"] = pretraining_videos(args, work)
-    print(f"pretraining videos: {result['videos']['clips']} clips x {result['videos']['frames_per_clip']} frames "
-          f"({result['videos']['clips_per_domain']})", flush=True)
-    train_ds, tr, ev, result["target"] = target_data(args)
-    windows = open_loop_windows(ev)
-    train_windows = open_loop_windows(dataclasses.replace(tr, obs=tr.obs[:len(ev.obs)],
-                                                          led_actions=tr.led_actions[:len(ev.obs)]))
-    pix = pixel_probe(tr, ev)
-    result["baselines"] = {
-        "open_loop_mse_copy_last_frame": copy_last_baseline(windows[0]),
-        "train_open_loop_mse_copy_last_frame": copy_last_baseline(train_windows[0]),
-        "open_loop_windows": int(len(windows[0])), "probe_raw_pixels": pix, "probe_raw_pixels_r2": pix["r2"],
-        "reward_mse_train_mean": float(((ev.led_rewards[:, 1:] - tr.led_rewards[:, 1:].mean()) ** 2).mean()),
-        "train_reward_var": float(tr.led_rewards[:, 1:].var())}
-    print(f"target: {len(train_ds)} train rows, {len(windows[0])} held-out windows; copy-last-frame open-loop MSE "
-          f"{result['baselines']['open_loop_mse_copy_last_frame']:.5f}, pixel probe R2 "
-          f"{result['baselines']['probe_raw_pixels']['r2']:.3f}", flush=True)
-    result["pretrain"] = pretrain_models(args, work, videos, device)
-    del videos
-    save()
 
-    for seed in args.seeds:
-        for init in inits:
-            key = f"{init}/seed{seed}"
-            if key in runs:
-                print(f"phase B {key}: done already, skipped", flush=True)
-                continue
-            print(f"phase B {key}: {args.updates} updates ...", flush=True)
-            runs[key] = finetune_run(init, seed, args, result["pretrain"], train_ds, tr, ev, windows, train_windows,
-                                     device)
-            result["summary"], result["effects"] = summarize(runs, list(INITS))
-            save()
-            plot_curves(runs, list(INITS), plot_path, plot_title, result["baselines"])
-    if runs:
-        result["summary"], result["effects"] = summarize(runs, list(INITS))
-        result["plot"] = os.path.relpath(plot_curves(runs, list(INITS), plot_path, plot_title, result["baselines"]),
-                                         ROOT)
+    def load_videos() -> np.ndarray:
+        videos, result["videos"] = pretraining_videos(args, work)
+        print(f"pretraining videos: {result['videos']['clips']} clips x {result['videos']['frames_per_clip']} frames "
+              f"({result['videos']['clips_per_domain']})", flush=True)
+        return videos
+
+    result["pretrain"] = pretrain_models(args, work, load_videos, device)
     save()
+    if args.pretrain_only:
+        print(f"phase A done: {', '.join(v['checkpoint'] for v in result['pretrain'].values())}; wrote {out}")
+        return 0
+    if not args.agent_only:
+        train_ds, tr, ev, result["target"] = target_data(args)
+        windows = open_loop_windows(ev)
+        train_windows = open_loop_windows(dataclasses.replace(tr, obs=tr.obs[:len(ev.obs)],
+                                                              led_actions=tr.led_actions[:len(ev.obs)]))
+        pix = pixel_probe(tr, ev)
+        result["baselines"] = {
+            "open_loop_mse_copy_last_frame": copy_last_baseline(windows[0]),
+            "train_open_loop_mse_copy_last_frame": copy_last_baseline(train_windows[0]),
+            "open_loop_windows": int(len(windows[0])), "probe_raw_pixels": pix, "probe_raw_pixels_r2": pix["r2"],
+            "reward_mse_train_mean": float(((ev.led_rewards[:, 1:] - tr.led_rewards[:, 1:].mean()) ** 2).mean()),
+            "train_reward_var": float(tr.led_rewards[:, 1:].var())}
+        print(f"target: {len(train_ds)} train rows, {len(windows[0])} held-out windows; copy-last-frame open-loop "
+              f"MSE {result['baselines']['open_loop_mse_copy_last_frame']:.5f}, pixel probe R2 "
+              f"{result['baselines']['probe_raw_pixels']['r2']:.3f}", flush=True)
+
+        for seed in args.seeds:
+            for init in inits:
+                key = f"{init}/seed{seed}"
+                if key in runs:
+                    print(f"phase B {key}: done already, skipped", flush=True)
+                    continue
+                print(f"phase B {key}: {args.updates} updates ...", flush=True)
+                runs[key] = finetune_run(init, seed, args, result["pretrain"], train_ds, tr, ev, windows,
+                                         train_windows, device)
+                result["summary"], result["effects"] = summarize(runs, list(INITS))
+                save()
+                plot_curves(runs, list(INITS), plot_path, plot_title, result["baselines"])
+        if runs:
+            result["summary"], result["effects"] = summarize(runs, list(INITS))
+            result["plot"] = os.path.relpath(plot_curves(runs, list(INITS), plot_path, plot_title,
+                                                         result["baselines"]), ROOT)
+        save()
 
     if args.agent_return:
         ar = result.setdefault("agent_return", {})
         ar_settings = {"recipe": RECIPE, "online_steps": args.agent_steps, "quick": args.quick,
-                       "eval_interval": args.agent_eval_interval or args.agent_steps}
-        if ar.get("settings", ar_settings) != ar_settings and any(k != "settings" for k in ar):
+                       "eval_interval": args.agent_eval_interval or args.agent_steps,
+                       "eval_episodes": args.agent_eval_episodes, "video_steps": args.agent_video_steps}
+        if ar.get("settings", ar_settings) != ar_settings and agent_runs(ar):
             raise ConfigError(f"{out}: part two ran with {ar['settings']}, not {ar_settings}; use another --out")
         ar["settings"] = ar_settings
+        ar["device"] = device
+        first_chunk = 0.0  # the first chunk of the run before, as the estimate for the next run's first chunk
         for seed in args.agent_seeds:
             for init in agent_inits:
                 key = f"{init}/seed{seed}/steps{args.agent_steps}"
-                if key in ar:
+                if run_finished(ar.get(key), args.agent_steps):
                     print(f"agent return {key}: done already, skipped", flush=True)
                     continue
+                clock = ChunkDeadline(deadline, first_guess=first_chunk)
+                if not clock.fits() or (deadline is not None and clock.left() <= 0):
+                    print(f"agent return {key}: not started, the deadline is too near", flush=True)
+                    if not agent_runs({key: ar.get(key)}):
+                        ar[key] = {"init": init, "seed": seed, "status": "not started", "curve": [],
+                                   "online_steps_budget": args.agent_steps, "online_steps_reached": 0,
+                                   "online_return": None}
+                    continue
                 print(f"agent return {key} ...", flush=True)
-                ar[key] = agent_return_run(init, seed, args, result["pretrain"], work)
-                print(f"  return {ar[key]['online_return']} ({ar[key]['wall_seconds']:.0f} s)", flush=True)
+                previous = ar.get(key)
+                if previous is None:  # a process killed before the first evaluation still shows the run began
+                    ar[key] = {"init": init, "seed": seed, "status": "running", "curve": [],
+                               "online_steps_budget": args.agent_steps, "online_steps_reached": 0,
+                               "online_return": None, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                   time.gmtime())}
+                    save()
+
+                def on_point(record: dict[str, Any], key: str = key, previous: Any = previous) -> None:
+                    # a partial record replaces an older one of the same run only once it got further
+                    if previous is None or run_progress(record) > run_progress(previous):
+                        ar[key] = dict(record)
+                    ar["summary"] = summarize_agent_return(ar)
+                    save()
+
+                record = agent_return_run(init, seed, args, result["pretrain"], work, deadline=deadline,
+                                          first_guess=first_chunk, on_point=on_point)
+                if record.get("chunk_seconds"):
+                    first_chunk = max(first_chunk, record["chunk_seconds"][0])
+                if previous is None or run_progress(record) >= run_progress(previous):
+                    ar[key] = record
+                print(f"  {key}: {record['status']} at step {record['online_steps_reached']}, return "
+                      f"{record['online_return']} ({record['wall_seconds']:.0f} s)", flush=True)
                 ar["summary"] = summarize_agent_return(ar)
                 save()
+        if agent_runs(ar):
+            ar["summary"] = summarize_agent_return(ar)
+            ar["plot"] = os.path.relpath(plot_agent_return(ar, out.with_name(out.stem + "_agent_return.png"),
+                                                           f"ContextWM agent on {RECIPE}: eval return"), ROOT)
+            save()
+            print(agent_return_table(ar["summary"]))
 
     # ------------------------------------------------------------------ table
     print(f"\n{'init':12s} {'open-loop MSE':>22s} {'probe R2 (feat)':>18s} {'probe R2 (af)':>18s} "
