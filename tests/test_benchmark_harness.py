@@ -178,3 +178,17 @@ def test_every_reward_condition_scores_failure_online_as_its_offline_labels_do(t
             assert online == pytest.approx(float(failure.min()), abs=1e-6), (experiment, cond)
             checked.append(cond)
     assert {"sparse", "dense", "ground_truth"} <= set(checked)
+
+
+def test_device_scripts_parse_and_say_how_to_call_them():
+    """Each GPU script parses (bash -n) and its header names the device call (a session lent a GPU runs them as
+    they are, with no time to debug)."""
+    import subprocess
+
+    scripts = sorted((BENCH / "device").glob("*.sh"))
+    assert len(scripts) >= 3
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0, script.name
+        text = script.read_text()
+        if script.name != "common.sh":
+            assert "carry" in text and f"benchmarks/device/{script.name}" in text, script.name

@@ -9,9 +9,10 @@
 # the parts are merged into $OUT/contextwm_gpu.json (+ _agent_return.png), with this log and a tarball of the parts
 # and per-process logs. A killed process keeps the points it saved.
 #
-# The device call (from the repository root; .whl-dmc and .cwm-pretrained are git-ignored):
-#   run(command="bash benchmarks/device/contextwm_gpu.sh", carry=[".whl-dmc", ".cwm-pretrained"], timeout_s=600)
-# Carried: .whl-dmc ~35 MB of wheels (mujoco, gymnasium, dm_control without its locomotion assets, pydantic, ...),
+# The device call (from the repository root; .whl and .cwm-pretrained are git-ignored):
+#   run(command="bash benchmarks/device/contextwm_gpu.sh", carry=[".whl", ".cwm-pretrained"], timeout_s=600)
+# Carried: .whl ~42 MB of wheels, shared by every device script (benchmarks/device/common.sh: mujoco, gymnasium,
+# dm_control without its locomotion assets, pydantic, ...),
 # .cwm-pretrained ~4 MB (the two phase-A world models, 1500 cpu-small updates each, made on a CPU with the
 # benchmark's defaults: see "Make the carried folders"). Without .cwm-pretrained the script pretrains them first
 # (~3 min of the budget) and returns them as contextwm_gpu_pretrained.tar.gz (unpack into .cwm-pretrained for the
@@ -27,25 +28,15 @@
 # without MPS, a slowdown not measured yet: at more than ~1.7x the runs stop at an earlier common step (8000,
 # 6000, ...), which the log and the summary state. Per-process rates are in the log every 60 s.
 #
-# Make the carried folders on a machine with internet, from the repository root (py3.12 manylinux wheels):
-#   p="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64"
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $p \
-#     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d /tmp/dmc \
-#     mujoco==3.17.0 gymnasium==1.2.2 farama-notifications==0.0.4 pyopengl==3.1.10 glfw==2.11.0 websockets==17.4 \
-#     dm_control==1.0.50 dm-env==1.6 dm-tree==0.1.10 pydantic==2.14.4 pydantic-core==2.50.5 \
-#     annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 stable-baselines3==2.9.2
-#   python3 benchmarks/device/slim_dm_control.py /tmp/dmc/dm_control-1.0.50-py3-none-any.whl \
-#     .whl-dmc/dm_control-1.0.50-0suite-py3-none-any.whl      # 56 MB -> 0.5 MB: the suite without locomotion
-#   ls /tmp/dmc/*.whl | grep -v dm_control-1.0.50-py3 | xargs -I{} cp {} .whl-dmc/
+# Make the carried folders on a machine with internet, from the repository root: .whl as benchmarks/device/common.sh
+# says, then the pretrained world models:
 #   python benchmarks/contextwm.py --pretrain-only --device cpu          # phase A into data/contextwm_bench
 #   for k in plain contextwm; do mkdir -p .cwm-pretrained/$k; cp data/contextwm_bench/pretrain_$k/{contextwm.json,\
 #   model.safetensors,summary.json,bench_timing.json} .cwm-pretrained/$k/; done
-# (rlpt.agents imports stable_baselines3, rlpt.config pydantic; the GPU image already has absl-py, lxml, pyyaml,
-# scipy, h5py, safetensors, tensorboard, opencv, matplotlib, pandas, cloudpickle: /work/.library/device/KINDS.md).
 #
 # Settings by environment variable (defaults in brackets): SEEDS ["0 1 2 3 4"], INITS ["scratch plain contextwm"],
 # STEPS [10000], EVAL_INTERVAL [2000], EVAL_EPISODES [10], DEVICE [cuda], BUDGET_S [560: seconds for the whole
-# script], MERGE_S [45: kept for the merge], WORK [data/contextwm_bench], WHEELS [.whl-dmc; "none": use the
+# script], MERGE_S [45: kept for the merge], WORK [data/contextwm_bench], WHEELS [.whl; "none": use the
 # installed packages], PRETRAINED [.cwm-pretrained], RESUME [], PYTHON [python3]. Extra arguments go to every
 # benchmark process, e.g. a CPU smoke run here:
 #   OUT=/tmp/cwm_smoke WHEELS=none PYTHON=.venv/bin/python DEVICE=cpu SEEDS="0 1" BUDGET_S=600 WORK=/tmp/cwm_w \
@@ -62,7 +53,7 @@ DEVICE=${DEVICE:-cuda}
 BUDGET_S=${BUDGET_S:-560}
 MERGE_S=${MERGE_S:-45}
 WORK=${WORK:-data/contextwm_bench}
-WHEELS=${WHEELS:-.whl-dmc}
+WHEELS=${WHEELS:-.whl}
 PRETRAINED=${PRETRAINED:-.cwm-pretrained}
 RESUME=${RESUME:-}
 PYTHON=${PYTHON:-python3}

@@ -15,8 +15,8 @@
 #   rlpt video render --out runs/icvf_videos/train --domains tabletop-push --clips 300 --frames 50 --size 64 \
 #     --seed 0 --texture-seeds 0:1000 --cameras workspace            (61 s on 2 CPU cores; 6.1 MB)
 #   rlpt video render --out runs/icvf_videos/heldout ... --clips 48 --seed 7 --texture-seeds 1000:1100  (1 MB)
-# Render them before the call and carry them (the GPU machine then renders nothing). The wheels in .whl/ (see
-# benchmarks/device/mjx_gpu.sh) are needed only to render there; opencv, safetensors, yaml and tqdm are on the image.
+# Render them before the call and carry them (the GPU machine then renders nothing). The wheels in .whl/
+# (benchmarks/device/common.sh) bring pydantic, which rlpt's config needs, and MuJoCo for rendering there.
 # Device tool: carry ["runs/icvf_videos", ".whl"], timeout_s 600,
 #   command "bash benchmarks/device/icvf_gpu.sh"
 # Time: install ~20 s, $TRAIN_SECONDS (default 420) of training, probes ~1 min (CPU, 96 clips per checkpoint).
@@ -25,18 +25,10 @@
 #   INSTALL_WHEELS=0 PYTHON=.venv/bin/python DEVICE=cpu TRAIN_SECONDS=15 BATCH=8 CHECKPOINT_EVERY=20 OUT=/tmp/x \
 #     bash benchmarks/device/icvf_gpu.sh
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-out="${OUT:-runs/icvf_gpu}"
-mkdir -p "$out"
-exec > >(tee "$out/icvf_gpu.log") 2>&1
-if [ "${INSTALL_WHEELS:-1}" = 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
-py="${PYTHON:-python3}"
+# shellcheck source=benchmarks/device/common.sh
+source "$(dirname "$0")/common.sh"
+device_setup icvf_gpu
+device_check rlpt.pretrain.vptr rlpt.data.video cv2
 device="${DEVICE:-cuda}" steps="${STEPS:-200000}" batch="${BATCH:-256}" seconds="${TRAIN_SECONDS:-420}"
 videos=runs/icvf_videos
 if [ ! -f "$videos/train/manifest.jsonl" ]; then
@@ -47,7 +39,6 @@ if [ ! -f "$videos/heldout/manifest.jsonl" ]; then
   "$py" -m rlpt.cli video render --out "$videos/heldout" --domains tabletop-push --clips 48 --frames 50 --size 64 \
     --seed 7 --texture-seeds 1000:1100 --cameras workspace || exit 1
 fi
-"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 work="runs/icvf_gpu_work"
 rm -rf "$work"
 pids=()

@@ -2,7 +2,7 @@
 wheel under the device tool's 64 MiB per call (56 MB -> 0.5 MB for dm_control 1.0.50).
 
     python3 benchmarks/device/slim_dm_control.py dm_control-1.0.50-py3-none-any.whl \\
-        .whl-dmc/dm_control-1.0.50-0suite-py3-none-any.whl
+        .whl/dm_control-1.0.50-0suite-py3-none-any.whl
 
 Dropped: locomotion (walkers, soccer, arenas, mocap), manipulation, entities, the dog domain's meshes (the `dog`
 tasks then fail to load; every other suite task works), the MuJoCo test assets, the Blender exporter and third-party
