@@ -52,10 +52,18 @@ from rlpt.utils import merge_nested
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GT = "{type: ground_truth}"
+PIXEL_POLICY = ["env_options={pixels: true, image_size: 32}",
+                "dataset=[tabletop-push-noisy-pixels32, tabletop-push-reset-noisy-pixels32]",
+                "config.normalize_obs=false",
+                "config.encoder_config={depth: 16, res_depth: 2, res_layers: 1, norm: layer}",
+                "config.encoder_feature_dim=128", "config.augment_shift=2", "config.batch_size=64"]
 CONDITIONS = {
     "robofume": {
         "classifier": ("robofume/tabletop-push", []),
         "ground_truth": ("robofume/tabletop-push", [f"reward.model={GT}"]),
+        # the policy from 32x32 front-camera pixels (V-PTR's scratch encoder and its Cal-QL encoder settings) with
+        # the same classifier reward; everything else as the state-based recipe
+        "classifier_pixels": ("robofume/tabletop-push", PIXEL_POLICY),
     },
     "kagi": {
         # The recipe's offset is 0 (KAGI's dense reward is already in [-1, 0]); the ground-truth model gives 1/0, so
