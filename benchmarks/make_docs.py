@@ -508,6 +508,8 @@ def r_icvf_probe(name, d, figdir):
             setting += ", the clip's return as a floor"
         if c.get("mc_weight"):
             setting += f", the clip's return mixed in at {c['mc_weight']}"
+        if c.get("p_samegoal", 0.5) != 0.5:
+            setting += f", outcome = intention with p {c['p_samegoal']}"
         tp = g.get("tabletop-push", {})
         rows.append([f"`{r['checkpoint']}`", num(r.get("step")), setting,
                      f"{signed(tp.get('value_order'), 2)} / {num(tp.get('value_spread'), 3)} / "

@@ -156,6 +156,11 @@ def summarize(experiment: str, results: dict) -> dict:
         if fps:
             t["classifier_fp_rate"] = float(np.mean(fps))
             t["fp_rate_lt_0.1"] = t["classifier_fp_rate"] < 0.1
+        if f.get("classifier_pixels") is not None:  # the policy from pixels against the state policy, same reward
+            for key in ("final_success", "online_mean_success"):
+                a, b = pair("classifier_pixels", "classifier", key)
+                if a:
+                    t[f"pixels_minus_state_{key}_points"] = _points(a, b)
         dip = rows["classifier"]["max_dip_first_2k"]
         if dip:
             t["max_dip_points"] = 100 * dip["mean"]

@@ -8,8 +8,9 @@
 #   default     the reference objective (random goals from the batch)
 #   mc1         mc_weight=1.0: on-path goals (s+ = z, a later frame of the own clip) take the clip's own return
 #   mc1_clip    mc_weight=1.0 and random_goals=clip (no goals from other clips, so looks cannot tell them apart)
-#   mc05        mc_weight=0.5
-# On 2 CPU cores these reach 4,000-6,000 updates at batch 32 and order held-out clips at <= +0.05.
+#   gc          mc_weight=1.0 and p_samegoal=1.0 (every outcome is its intention: a goal-conditioned value)
+# On 2 CPU cores at batch 32 (benchmarks/results/icvf_probe_tabletop_mc.json) the reference orders held-out clips
+# at <= +0.05, mc1 at +0.15 (6,000 updates) and gc at +0.39 (6,000) and +0.47 (12,000).
 #
 # Videos (workspace camera, 64x64, 50 frames): runs/icvf_videos/{train,heldout}, rendered here when missing
 #   rlpt video render --out runs/icvf_videos/train --domains tabletop-push --clips 300 --frames 50 --size 64 \
@@ -43,7 +44,7 @@ work="runs/icvf_gpu_work"
 rm -rf "$work"
 pids=()
 declare -A variants=([default]="" [mc1]="mc_weight=1.0" [mc1_clip]="mc_weight=1.0 random_goals=clip"
-                     [mc05]="mc_weight=0.5")
+                     [gc]="mc_weight=1.0 p_samegoal=1.0")
 for name in "${!variants[@]}"; do
   # shellcheck disable=SC2086  # the overrides are separate words
   "$py" -m rlpt.cli --quiet pretrain vptr --videos "$videos/train/manifest.jsonl" --steps "$steps" \

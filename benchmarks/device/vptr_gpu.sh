@@ -2,7 +2,8 @@
 # V-PTR downstream on one GPU: ICVF vs scratch (PTR) vs reconstruction, 5 seeds, 20 evaluation episodes per point,
 # every arm at the same offline update budget (benchmarks/vptr.py; issue: V-PTR >= scratch + 10 success points).
 # Run it once an ICVF variant orders held-out tabletop clips (benchmarks/device/icvf_gpu.sh says which); pass
-# that variant as ICVF_SET (default: mc_weight=1.0, the best on CPU so far).
+# that variant as ICVF_SET (default: "mc_weight=1.0 p_samegoal=1.0", the best on CPU so far: +0.47 at 12,000
+# updates).
 #
 # 15 processes, one per (seed, arm), each with the same deadline ($DEADLINE seconds, default 470) and the same
 # capped budgets (OFFLINE_STEPS 3000, ONLINE_STEPS 1000: what every arm reached in 505 s on one H200 with 9
@@ -37,7 +38,7 @@ for seed in $seeds; do
   for arm in icvf scratch recon; do
     # shellcheck disable=SC2086  # EXTRA and ICVF_SET are lists of words
     "$py" benchmarks/vptr.py --seeds "$seed" --arms "$arm" --videos "$videos/manifest.jsonl" \
-      --icvf-set ${ICVF_SET:-mc_weight=1.0} --icvf-steps "${ICVF_STEPS:-20000}" --recon-steps "${RECON_STEPS:-5000}" \
+      --icvf-set ${ICVF_SET:-mc_weight=1.0 p_samegoal=1.0} --icvf-steps "${ICVF_STEPS:-20000}" --recon-steps "${RECON_STEPS:-5000}" \
       --offline-steps "${OFFLINE_STEPS:-3000}" --online-steps "${ONLINE_STEPS:-1000}" --dataset-size "$size" \
       --eval-every 500 --eval-episodes 20 --deadline-seconds "$deadline" --device "${DEVICE:-cuda}" --threads 1 \
       --work "runs/vptr_gpu_work/$arm" --out "$parts/seed${seed}_$arm.json" ${EXTRA:-} \
