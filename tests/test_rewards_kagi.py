@@ -471,4 +471,6 @@ def test_relabelled_demonstrations_get_the_rewards_they_got_online():
     assert out.rewards.min() < -0.9 and (out.rewards == 0).sum() == 2
     np.testing.assert_allclose(offline.dense.current_plan(wrapped.instruction).waypoints, plans[-1], atol=1e-6)
     assert model.dense.current_plan(wrapped.instruction) is not None  # the online model's plans are untouched
+    with pytest.raises(ConfigError, match="recorded scene has no 'top' image"):  # what a VLM proposer would need
+        offline.dense.context.at(data.observations[0]).image("top")
     env.close()

@@ -215,7 +215,13 @@ class RecordedScenes:
         s = np.asarray(state, float).reshape(-1)
         poses = {name: (s[p].copy(), np.array([1.0, 0.0, 0.0, 0.0]) if q is None else s[q].copy())
                  for name, (p, q) in self.poses.items()}
-        return SceneContext(self.base.cameras, poses, self.base.workspace, self.base.instruction, self.base.task)
+        return SceneContext(self.base.cameras, poses, self.base.workspace, self.base.instruction, self.base.task,
+                            renderer=self._no_image)
+
+    @staticmethod
+    def _no_image(view: str, size: tuple[int, int]) -> np.ndarray:
+        raise ConfigError(f"a recorded scene has no {view!r} image for a keypoint proposer to look at: relabel "
+                          "recorded demonstrations with the oracle proposer, or keep reward.offline=success")
 
 
 def as_scene(context: Any, size: int = 256) -> SceneContext:
