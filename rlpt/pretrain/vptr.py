@@ -104,7 +104,7 @@ class ICVFConfig:
     random_goals: str = "batch"
     # [ours] floor the TD target of V(s, s+, z = s+) at the clip's own return when s+ is a later frame of the
     # transition's clip: the clip reaches s+ in k frames, so the optimal value is at least -(1 - gamma^k) / (1 -
-    # gamma) (Cal-QL's calibration, for goals). Pushes the value to order frames before TD has propagated.
+    # gamma) (Cal-QL's calibration, for goals). It acts only where the value falls below that return.
     mc_floor: bool = False
     # [ours] on those rows, the target is (1 - mc_weight) * the TD target + mc_weight * the clip's own return (a
     # lambda-return-like mix: the video's behaviour value, which orders frames at once and is biased low)

@@ -832,6 +832,10 @@ class KeypointProgressReward(RewardModel):
         """The plan used for `instruction` (None when no proposal has succeeded yet)."""
         return self.plans.get(instruction, self.fixed_plan)
 
+    def _live_context(self) -> Any:
+        """The proposer's context now: `context()` when it is a callable, else `context` itself."""
+        return self.context() if callable(self.context) else self.context
+
     def _update_plan(self, instruction: str, state: np.ndarray) -> None:
         if self.proposer is None:
             return
@@ -840,7 +844,7 @@ class KeypointProgressReward(RewardModel):
         if isinstance(self.context, RecordedScenes):  # relabelling: the scene the episode's first state shows
             ctx = self.context.at(state)
         else:
-            ctx = self.context() if callable(self.context) else self.context
+            ctx = self._live_context()
         try:
             self.plans[instruction] = self.proposer.propose(ctx)
         except RewardModelError as err:
@@ -894,8 +898,7 @@ class KeypointProgressReward(RewardModel):
         same proposer, settings and positions; a fixed plan needs no scene, so that model is returned as is."""
         if self.proposer is None or isinstance(self.context, RecordedScenes):
             return self
-        ctx = self.context() if callable(self.context) else self.context
-        base = as_scene(ctx, getattr(self.proposer, "image_size", 256))
+        base = as_scene(self._live_context(), getattr(self.proposer, "image_size", 256))
         out = copy.copy(self)
         out.context = RecordedScenes(base)
         out.plans, out.plan_failures, out._ep = {}, Counter(), _Episode()
